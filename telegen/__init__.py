@@ -1,0 +1,3 @@
+"""telegen: eBPF node telemetry agent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,154 @@
+"""Bounded queues between stages and the Stage protocol every stage implements."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
+
+OverflowPolicy = Literal["drop_newest", "drop_oldest"]
+
+
+class BoundedQueue(Generic[T]):
+    """A FIFO with an item bound (and optionally a byte bound) that never blocks producers.
+
+    When full, `drop_newest` refuses the incoming item and `drop_oldest` evicts the head to
+    make room. Every refusal or eviction is counted by reason; `produced` counts every item
+    offered, so produced == size + taken + dropped holds at every moment.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        policy: OverflowPolicy = "drop_newest",
+        max_bytes: int = 0,
+        cost: Callable[[T], int] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.name = name
+        self.capacity = capacity
+        self.policy = policy
+        self.max_bytes = max_bytes
+        self._cost = cost
+        self._items: collections.deque[tuple[T, int]] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self.produced = 0
+        self.taken = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def put(self, item: T) -> bool:
+        """Offer one item; False when it was refused (counted as dropped 'queue_full')."""
+        return self.put_many((item,)) == 1
+
+    def put_many(self, items: Iterable[T]) -> int:
+        """Offer items in order; returns how many were accepted. Never blocks."""
+        accepted = 0
+        with self._cond:
+            for item in items:
+                self.produced += 1
+                cost = self._cost(item) if self._cost else 0
+                if self.max_bytes and cost > self.max_bytes:
+                    self.dropped["too_large"] += 1
+                    continue
+                while self._full(cost):
+                    if self.policy == "drop_oldest" and self._items:
+                        _, old_cost = self._items.popleft()
+                        self._bytes -= old_cost
+                        self.dropped["queue_full"] += 1
+                    else:
+                        break
+                if self._full(cost):
+                    self.dropped["queue_full"] += 1
+                    continue
+                self._items.append((item, cost))
+                self._bytes += cost
+                accepted += 1
+            if accepted:
+                self._cond.notify_all()
+        return accepted
+
+    def _full(self, cost: int) -> bool:
+        if len(self._items) >= self.capacity:
+            return True
+        return bool(self.max_bytes) and self._bytes + cost > self.max_bytes
+
+    def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
+        """Take up to max_items; waits up to `timeout` for the first one (None: don't wait)."""
+        with self._cond:
+            if not self._items and timeout:
+                deadline = time.monotonic() + timeout
+                while not self._items:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._cond.wait(remaining):
+                        break
+            out: list[T] = []
+            while self._items and len(out) < max_items:
+                item, cost = self._items.popleft()
+                self._bytes -= cost
+                out.append(item)
+            self.taken += len(out)
+            return out
+
+    def wait_nonempty(self, timeout: float) -> bool:
+        with self._cond:
+            if self._items:
+                return True
+            self._cond.wait(timeout)
+            return bool(self._items)
+
+    def wake(self) -> None:
+        """Wake consumers blocked in get_batch (used at shutdown)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def record_drop(self, reason: str, count: int = 1) -> None:
+        """Count items dropped after they left the queue (e.g. permanent export errors)."""
+        with self._cond:
+            self.dropped[reason] += count
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "size": len(self._items),
+                "capacity": self.capacity,
+                "bytes": self._bytes,
+                "produced": self.produced,
+                "taken": self.taken,
+                "dropped": dict(self.dropped),
+            }
+
+
+class Stage(Protocol):
+    """A pipeline stage: started and stopped by the agent, publishes a status snapshot."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float) -> None: ...
+
+    def status(self) -> dict[str, Any]:
+        """An immutable-by-convention snapshot; safe to call from any thread."""
+        ...
+
+    def healthy(self) -> tuple[bool, str]:
+        """(False, reason) when the stage cannot do its job (e.g. its thread died)."""
+        ...
