@@ -161,11 +161,12 @@ class EbpfConfig(_Model):
     tcp: FeatureToggle = FeatureToggle()
     network: FeatureToggle = FeatureToggle(enabled=False)
     capture_bytes: int = Field(256, ge=16, le=4096)
+    cpu_budget: float = Field(0.25, gt=0, le=8)  # cores the span pipeline may use before the kernel sheds
     exclude_self: bool = True
-    ringbuf_pages: int = Field(256, ge=1)
+    ringbuf_pages: int = Field(4096, ge=1)
     max_connections: int = Field(65536, ge=64, le=4_194_304)
 
-    @field_validator("ringbuf_pages")
+    @field_validator("ringbuf_pages", "capture_bytes")
     @classmethod
     def _power_of_two(cls, value: int) -> int:
         if value & (value - 1):
@@ -224,6 +225,7 @@ class ResourceConfig(_Model):
 class Config(_Model):
     mode: Literal["agent"] = "agent"
     cluster_name: str = ""
+    node_name: str = ""  # from NODE_NAME (the chart sets it from spec.nodeName) when unset
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_seconds: float = Field(10.0, gt=0, le=600)
     self_telemetry: SelfTelemetryConfig = SelfTelemetryConfig()
@@ -313,6 +315,8 @@ def _apply_otel_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         merged = dict(attrs)
         merged.update(resource.get("attributes") or {})
         resource["attributes"] = merged
+    if env.get("NODE_NAME") and not raw.get("node_name"):
+        raw["node_name"] = env["NODE_NAME"]
     service = env.get("OTEL_SERVICE_NAME") or attrs.get("service.name")
     if service and "service_name" not in resource:
         resource["service_name"] = service

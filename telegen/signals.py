@@ -39,6 +39,7 @@ class SpanRecord:
     status_message: str = ""
     pid: int = 0  # for enrichment; not exported as such
     cgroup_id: int = 0
+    sample_weight: float = 1.0  # exchanges this span stands for when the kernel sheds (RED weighting)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""Typed events to signals: HTTP spans, RED metrics, routes."""

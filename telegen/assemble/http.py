@@ -1,0 +1,182 @@
+"""HttpExchange batches to SERVER/CLIENT spans with semantic-convention attributes and trace links.
+
+Trace context: a W3C traceparent in the request joins its trace. When both ends of a call
+are on this node, the server span becomes the child of the matching client span (same
+4-tuple, server inside the client's time window), so traces link across processes with no
+header at all. Server spans from local peers wait briefly for their client's span.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from telegen.assemble.http_parse import KNOWN_METHODS, DecodeError, content_length, parse_request, parse_response
+from telegen.assemble.routes import RouteResolver
+from telegen.capture.layouts import HTTP_FLAG_HAS_RESPONSE, ROLE_SERVER
+from telegen.decode.records import HttpExchange
+from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, Attributes, SpanRecord
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+LOCAL_MATCH_WAIT_NS = 300_000_000  # how long a server span with a local peer waits for its client
+_Tuple = tuple[str, int, str, int]  # client addr, client port, server addr, server port
+
+
+@dataclass(slots=True)
+class _Pending:
+    span: SpanRecord
+    key: _Tuple
+    deadline: float
+
+
+class HttpSpanBuilder:
+    def __init__(self, routes: RouteResolver, capture_query: bool = False,
+                 local_addresses: frozenset[str] = frozenset()) -> None:
+        self.routes = routes
+        self.capture_query = capture_query
+        self.local_addresses = local_addresses | {"127.0.0.1", "::1"}
+        self.decode_errors: collections.Counter[str] = collections.Counter()
+        # Recent client spans by 4-tuple: (start, end, trace id, span id); bounded FIFO.
+        self._clients: collections.OrderedDict[_Tuple, list[tuple[int, int, bytes, bytes]]] = \
+            collections.OrderedDict()
+        self._pending: list[_Pending] = []
+        self.spans_built = 0
+
+    def _is_local(self, addr: str) -> bool:
+        return addr in self.local_addresses or addr.startswith("127.")
+
+    def build(self, exchanges: list[HttpExchange], offset_ns: int) -> list[SpanRecord]:
+        """Spans ready to export now (server spans from local peers may come in a later call)."""
+        ready: list[SpanRecord] = []
+        servers: list[tuple[SpanRecord, _Tuple]] = []
+        for ex in exchanges:
+            span = self._span(ex, offset_ns)
+            if span is None:
+                continue
+            if ex.role == ROLE_SERVER:
+                servers.append((span, (ex.peer_addr, ex.peer_port, ex.local_addr, ex.local_port)))
+            else:
+                self._remember_client(span, (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port))
+                ready.append(span)
+        now = time.monotonic()
+        still: list[_Pending] = []
+        for pending in self._pending:
+            if self._link(pending.span, pending.key) or now >= pending.deadline:
+                ready.append(pending.span)
+            else:
+                still.append(pending)
+        for span, key in servers:
+            if self._link(span, key) or not self._is_local(key[0]):
+                ready.append(span)
+            else:
+                still.append(_Pending(span, key, now + LOCAL_MATCH_WAIT_NS / 1e9))
+        self._pending = still[-20000:]  # bounded; older unmatched ones were already emitted above
+        self.spans_built += len(ready)
+        return ready
+
+    def pending(self) -> list[SpanRecord]:
+        """Everything held back (used at shutdown)."""
+        out = [p.span for p in self._pending]
+        self._pending = []
+        return out
+
+    def _remember_client(self, span: SpanRecord, key: _Tuple) -> None:
+        entries = self._clients.get(key)
+        if entries is None:
+            entries = self._clients[key] = []
+            while len(self._clients) > 50000:
+                self._clients.popitem(last=False)
+        entries.append((span.start_ns, span.end_ns, span.trace_id, span.span_id))
+        del entries[:-8]
+
+    def _link(self, span: SpanRecord, key: _Tuple) -> bool:
+        for start, end, trace_id, span_id in reversed(self._clients.get(key, ())):
+            if start <= span.start_ns and span.end_ns <= end:
+                span.trace_id, span.parent_span_id = trace_id, span_id
+                return True
+        return False
+
+    def _span(self, ex: HttpExchange, offset_ns: int) -> SpanRecord | None:
+        try:
+            req = parse_request(ex.request)
+        except DecodeError as err:
+            self.decode_errors[err.kind] += 1
+            return None
+        resp = None
+        if ex.flags & HTTP_FLAG_HAS_RESPONSE:
+            try:
+                resp = parse_response(ex.response)
+            except DecodeError as err:
+                self.decode_errors[err.kind] += 1
+        server = ex.role == ROLE_SERVER
+        path, _, query = req.target.partition("?")
+        if not path.startswith("/"):
+            path = "/" + path if not path.startswith(("http://", "https://")) else \
+                "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+        method = req.method if req.method in KNOWN_METHODS else "_OTHER"
+        host_header = req.headers.get("host", "")
+        host, _, host_port = host_header.rpartition(":") if host_header.count(":") == 1 else (host_header, "", "")
+        service_key = f"{ex.pid}" if server else f"{ex.pid}>{ex.peer_addr}:{ex.peer_port}"
+        route = self.routes.route(path, service_key)
+        attrs: Attributes = {
+            "http.request.method": method,
+            "url.path": path,
+            "url.scheme": "http",
+            "http.route": route,
+            "network.protocol.version": req.version,
+            "network.peer.address": ex.peer_addr,
+            "network.peer.port": ex.peer_port,
+        }
+        if method == "_OTHER":
+            attrs["http.request.method_original"] = req.method
+        if query and self.capture_query:
+            attrs["url.query"] = query[:1024]
+        if server:
+            attrs["server.address"] = host or ex.local_addr
+            attrs["server.port"] = int(host_port) if host_port.isdigit() else ex.local_port
+            attrs["client.address"] = ex.peer_addr
+            attrs["client.port"] = ex.peer_port
+        else:
+            attrs["server.address"] = host or ex.peer_addr
+            attrs["server.port"] = int(host_port) if host_port.isdigit() else ex.peer_port
+        if ua := req.headers.get("user-agent"):
+            attrs["user_agent.original"] = ua[:256]
+        self._body_sizes(attrs, ex, req.head_length, req.headers, resp.head_length if resp else -1,
+                         resp.headers if resp else {})
+        status_code, status_message = 0, ""
+        if resp is not None:
+            attrs["http.response.status_code"] = resp.status
+            if resp.status >= 500 or (not server and resp.status >= 400):
+                attrs["error.type"] = str(resp.status)
+                status_code = STATUS_ERROR
+        else:
+            attrs["error.type"] = "no_response" if not ex.flags & HTTP_FLAG_HAS_RESPONSE else "malformed_response"
+            status_code, status_message = STATUS_ERROR, "no valid HTTP response seen"
+        trace_id, parent = os.urandom(16), b""
+        if (tp := _TRACEPARENT.match(req.headers.get("traceparent", ""))) and tp.group(1) != "0" * 32:
+            trace_id, parent = bytes.fromhex(tp.group(1)), bytes.fromhex(tp.group(2))
+        return SpanRecord(
+            trace_id=trace_id, span_id=os.urandom(8), parent_span_id=parent,
+            name=f"{method} {route}", kind=SPAN_KIND_SERVER if server else SPAN_KIND_CLIENT,
+            start_ns=ex.start_ns + offset_ns, end_ns=ex.end_ns + offset_ns, attributes=attrs,
+            status_code=status_code, status_message=status_message, pid=ex.pid, cgroup_id=ex.cgroup_id,
+            sample_weight=1000.0 / ex.sample_permille if ex.sample_permille else 1.0,
+        )
+
+    def _body_sizes(self, attrs: Attributes, ex: HttpExchange, req_head: int, req_headers: dict[str, str],
+                    resp_head: int, resp_headers: dict[str, str]) -> None:
+        for key, head, size, headers in (("http.request.body.size", req_head, ex.req_size, req_headers),
+                                         ("http.response.body.size", resp_head, ex.resp_size, resp_headers)):
+            if head >= 0:
+                attrs[key] = max(0, size - head)
+                continue
+            try:
+                length = content_length(headers)
+            except DecodeError as err:
+                self.decode_errors[err.kind] += 1
+                continue
+            if length is not None:
+                attrs[key] = length

@@ -1,0 +1,1 @@
+"""Kernel side: BPF programs, their loading, attach-method choice and ring-buffer draining."""

@@ -1,0 +1,118 @@
+"""Probe tables and the attach-method choice: kprobe where the kernel has it, tracepoint else.
+
+Probes are data. The loader asks `choose()` for a plan, compiles the BPF source with one
+-D switch per chosen probe, and attaches exactly what the plan says.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+AttachType = Literal["kprobe", "tracepoint"]
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    feature: str  # "http" or "tcp"
+    name: str  # syscall or kernel event this probe covers, e.g. "read"
+    tracepoint: tuple[str, ...]  # "category:event" names (enter, exit)
+    kprobe_symbol: str  # traced kernel function ("" when there is no kprobe variant)
+    kretprobe: bool  # also attach a kretprobe on the same symbol
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    release: str
+    kprobes: bool
+    btf: bool
+    tracefs: Path | None
+    traceable: frozenset[str] = field(default_factory=frozenset)
+
+    def symbol_traceable(self, symbol: str) -> bool:
+        return not self.traceable or symbol in self.traceable
+
+
+@dataclass(frozen=True)
+class ProbeChoice:
+    spec: ProbeSpec
+    method: AttachType | None  # None: cannot attach
+    reason: str
+
+
+def _syscall(name: str, exit_probe: bool = True, required: bool = True) -> ProbeSpec:
+    tps = (f"syscalls:sys_enter_{name}",) + ((f"syscalls:sys_exit_{name}",) if exit_probe else ())
+    return ProbeSpec("http", name, tps, f"__x64_sys_{name}", exit_probe, required)
+
+
+HTTP_PROBES: tuple[ProbeSpec, ...] = (
+    _syscall("read"), _syscall("write"), _syscall("readv"), _syscall("writev"),
+    _syscall("recvfrom"), _syscall("sendto"), _syscall("recvmsg"), _syscall("sendmsg"),
+    _syscall("sendfile64", required=False), _syscall("accept4"), _syscall("accept", required=False),
+    _syscall("connect"), _syscall("close", exit_probe=False),
+)
+
+
+def find_tracefs() -> Path | None:
+    for candidate in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")):
+        if (candidate / "events").is_dir():
+            return candidate
+    return None
+
+
+def detect_kernel(tracefs: Path | None = None, btf_path: Path = Path("/sys/kernel/btf/vmlinux"),
+                  load_symbols: bool = True) -> KernelFeatures:
+    """What this kernel offers: kprobes (kprobe_events present), tracefs, BTF, traceable symbols."""
+    tracefs = tracefs or find_tracefs()
+    kprobes = bool(tracefs and (tracefs / "kprobe_events").exists())
+    traceable: frozenset[str] = frozenset()
+    if kprobes and load_symbols and tracefs:
+        try:
+            with open(tracefs / "available_filter_functions", encoding="ascii", errors="replace") as fh:
+                traceable = frozenset(line.split(" ", 1)[0].strip() for line in fh if "sys_" in line)
+        except OSError:
+            traceable = frozenset()
+    return KernelFeatures(os.uname().release, kprobes, btf_path.exists(), tracefs, traceable)
+
+
+def tracepoint_exists(tracefs: Path | None, tp: str) -> bool:
+    if tracefs is None:
+        return False
+    category, _, event = tp.partition(":")
+    return (tracefs / "events" / category / event).is_dir()
+
+
+def choose(specs: tuple[ProbeSpec, ...], kernel: KernelFeatures,
+           force: AttachType | None = None) -> list[ProbeChoice]:
+    """Pick an attach method per probe: kprobe first where possible, else tracepoint."""
+    out = []
+    for spec in specs:
+        tp_ok = all(tracepoint_exists(kernel.tracefs, tp) for tp in spec.tracepoint)
+        kp_ok = bool(spec.kprobe_symbol) and kernel.kprobes and kernel.symbol_traceable(spec.kprobe_symbol)
+        if force == "tracepoint":
+            method: AttachType | None = "tracepoint" if tp_ok else None
+            reason = "tracepoint forced by configuration" if tp_ok else "tracepoint missing"
+        elif kp_ok and force != "tracepoint":
+            method, reason = "kprobe", f"kprobes available and {spec.kprobe_symbol} is traceable"
+        elif tp_ok:
+            why = ("kprobes not available in this kernel" if not kernel.kprobes
+                   else f"{spec.kprobe_symbol} is not traceable")
+            method, reason = "tracepoint", why
+        else:
+            method, reason = None, "neither a traceable kprobe symbol nor the tracepoint exists"
+        out.append(ProbeChoice(spec, method, reason))
+    return out
+
+
+def cflags_for(choices: list[ProbeChoice]) -> list[str]:
+    """One -DTP_<name> or -DKP_<name> per probe the plan attaches."""
+    flags = []
+    for c in choices:
+        if c.method == "tracepoint":
+            flags.append(f"-DTP_{c.spec.name}")
+        elif c.method == "kprobe":
+            flags.append(f"-DKP_{c.spec.name}")
+    return flags

@@ -1,0 +1,1 @@
+"""Export stage: OTLP/gRPC (or console) with bounded per-signal queues, and the Prometheus view."""

@@ -1,0 +1,125 @@
+"""The processing worker: raw records -> decode -> spans -> enrich -> RED + export, in batches.
+
+One thread, as design.md section 5 puts it; it also measures its own CPU to steer the
+kernel's shed rate when the node saturates it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from telegen.assemble.http import HttpSpanBuilder
+from telegen.assemble.red import RedMetrics
+from telegen.capture.shedding import ShedController
+from telegen.clock import MonotonicToWall
+from telegen.decode.records import RecordDecoder
+from telegen.pipeline import BoundedQueue
+from telegen.signals import SpanRecord
+
+log = logging.getLogger(__name__)
+
+BATCH = 4096
+
+
+class ProcessingWorker:
+    name = "processing"
+
+    def __init__(self, records: BoundedQueue[bytes], decoder: RecordDecoder, builder: HttpSpanBuilder,
+                 red: RedMetrics, enrich: Callable[[list[SpanRecord]], None],
+                 submit: Callable[[list[SpanRecord]], None], set_shed: Callable[[int], None] | None = None,
+                 cpu_budget: float = 0.25) -> None:
+        self.records = records
+        self.decoder = decoder
+        self.builder = builder
+        self.red = red
+        self._enrich = enrich
+        self._submit = submit
+        self._set_shed = set_shed
+        self.shed = ShedController(cpu_budget)
+        self.clock = MonotonicToWall()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.spans_collected = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.last_progress = time.monotonic()
+        self.error = ""
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="telegen-processing", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        window_cpu, window_wall = time.thread_time(), time.monotonic()
+        while not self._stop.is_set():
+            batch = self.records.get_batch(BATCH, timeout=0.2)
+            if batch:
+                self.process(batch)
+            else:
+                self.flush_pending(final=False)
+            now = time.monotonic()
+            if now - window_wall >= 1.0:
+                shed = self.shed.update(time.thread_time() - window_cpu, now - window_wall)
+                if self._set_shed:
+                    self._set_shed(shed)
+                window_cpu, window_wall = time.thread_time(), now
+        # drain what is left so SIGTERM loses nothing already captured
+        while batch := self.records.get_batch(BATCH):
+            self.process(batch)
+        self.flush_pending(final=True)
+
+    def process(self, batch: list[bytes]) -> None:
+        """Errors stop here: a bad batch is counted and dropped, never raised into the loop."""
+        try:
+            exchanges = self.decoder.decode(batch)
+            spans = self.builder.build(exchanges, self.clock.offset())
+            self._emit(spans)
+        except Exception as exc:
+            self.errors["processing"] += len(batch)
+            log.exception("dropping a batch of %d records: %s", len(batch), exc)
+        self.last_progress = time.monotonic()
+
+    def flush_pending(self, final: bool) -> None:
+        try:
+            spans = self.builder.build([], self.clock.offset())
+            if final:
+                spans += self.builder.pending()
+            self._emit(spans)
+        except Exception as exc:
+            log.exception("flushing held spans failed: %s", exc)
+        self.last_progress = time.monotonic()
+
+    def _emit(self, spans: list[SpanRecord]) -> None:
+        if not spans:
+            return
+        self._enrich(spans)
+        self.red.observe(spans)
+        self.spans_collected += len(spans)
+        self._submit(spans)
+
+    def decode_errors(self) -> dict[str, int]:
+        out: collections.Counter[str] = collections.Counter(self.decoder.errors)
+        out.update(self.builder.decode_errors)
+        out.update(self.errors)
+        return dict(out)
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self.records.wake()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def healthy(self) -> tuple[bool, str]:
+        if self._thread and not self._thread.is_alive() and not self._stop.is_set():
+            return False, "processing thread died"
+        if len(self.records) and time.monotonic() - self.last_progress > 60:
+            return False, "pipeline made no progress for 60 s while events were waiting"
+        return True, ""
+
+    def status(self) -> dict[str, Any]:
+        return {"spans_collected": self.spans_collected, "queue": self.records.stats(),
+                "decode_errors": self.decode_errors(), "red": self.red.stats()}
