@@ -47,9 +47,10 @@ ARG EXTRA_CA_CERTS=""
 COPY pyproject.toml /src/pyproject.toml
 RUN set -eux; \
     if [ -n "$EXTRA_CA_CERTS" ]; then \
+      set +x; \
       cat /etc/ssl/certs/ca-certificates.crt >/tmp/build-ca.pem; \
       printf '%s\n' "$EXTRA_CA_CERTS" >>/tmp/build-ca.pem; \
-      export PIP_CERT=/tmp/build-ca.pem; \
+      export PIP_CERT=/tmp/build-ca.pem; set -x; \
     fi; \
     python3 -m venv --system-site-packages /opt/telegen/venv; \
     python3 -c 'import shlex, tomllib; print(" ".join(shlex.quote(d) for d in tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' >/tmp/deps; \
@@ -59,9 +60,10 @@ RUN set -eux; \
 COPY . /src
 RUN set -eux; \
     if [ -n "$EXTRA_CA_CERTS" ]; then \
+      set +x; \
       cat /etc/ssl/certs/ca-certificates.crt >/tmp/build-ca.pem; \
       printf '%s\n' "$EXTRA_CA_CERTS" >>/tmp/build-ca.pem; \
-      export PIP_CERT=/tmp/build-ca.pem; \
+      export PIP_CERT=/tmp/build-ca.pem; set -x; \
     fi; \
     cd /src; \
     test -f README.md || echo '# telegen' >README.md; \

@@ -37,6 +37,9 @@ BPF_RINGBUF_OUTPUT(http_events, RINGBUF_PAGES);
 BPF_F_TABLE("hash", __u64, struct http_conn_state, http_conns, MAX_CONNS, BPF_F_NO_PREALLOC);
 BPF_HASH(http_active, __u64, struct syscall_args, 16384);
 BPF_TABLE("lru_hash", __u64, __u8, http_role_hint, MAX_CONNS);
+/* struct sock -> pairing key: finds the entry when a response goes out on a dup'd fd
+ * (inetd-style servers such as busybox httpd read fd 0 and write fd 1). */
+BPF_TABLE("lru_hash", __u64, __u64, http_sock_conn, MAX_CONNS);
 BPF_PERCPU_ARRAY(http_scratch, struct http_conn_state, 1);
 BPF_PERCPU_ARRAY(counters, __u64, CNT_MAX);
 BPF_ARRAY(http_shed, __u32, 1); /* [0]: permille of exchanges NOT to emit (0: all); user space steers it */
@@ -148,8 +151,10 @@ static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 d
     struct http_conn_state *st = http_scratch.lookup(&zero);
     struct sock_addrs addrs = {};
     __u8 *hint = http_role_hint.lookup(&key);
+    void *sk = tg_fd_to_sock(fd);
+    __u64 sk_key = (__u64)sk;
 
-    if (!st || !tg_sock_addrs(tg_fd_to_sock(fd), &addrs))
+    if (!st || !tg_sock_addrs(sk, &addrs))
         return 0;
     __builtin_memset(st, 0, offsetof(struct http_conn_state, req));
     if (hint) {
@@ -167,6 +172,7 @@ static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 d
         count(CNT_HTTP_CONN_MAP_FULL);
         return 0;
     }
+    http_sock_conn.update(&sk_key, &key);
     return http_conns.lookup(&key);
 }
 
@@ -180,6 +186,14 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, cons
     if (!sendfile && buf)
         bpf_probe_read_user(head, len < sizeof(head) ? (len & 0xf) : sizeof(head), buf);
 
+    if (!st && !sendfile && len >= 9 && tg_is_http_response(head)) {
+        __u64 sk_key = (__u64)tg_fd_to_sock(fd);
+        __u64 *owner = sk_key ? http_sock_conn.lookup(&sk_key) : 0;
+        if (owner) {
+            key = *owner;
+            st = http_conns.lookup(&key);
+        }
+    }
     if (!st) {
         if (sendfile || len < 8 || !tg_is_http_request(head))
             return;
@@ -229,9 +243,14 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, cons
      * request, the close, or user space's sweep of idle entries (telegen/capture/sweep.py):
      * scanning headers here made every program ~500k verifier steps and start-up take 50 s. */
     if (!sendfile && buf && len >= 5) {
-        __u8 tail[5] = {};
-        bpf_probe_read_user(tail, sizeof(tail), (const char *)buf + len - 5);
-        if (tail[0] == '0' && tail[1] == '\r' && tail[2] == '\n' && tail[3] == '\r' && tail[4] == '\n') {
+        /* "\r\n0\r\n\r\n" ends a chunked body; a header block cannot end that way (a header
+         * line of just "0" is invalid), unlike "Content-Length: 20000\r\n\r\n". */
+        __u8 tail[7] = {};
+        __u32 n = len >= 7 ? 7 : 5;
+        bpf_probe_read_user(tail, n, (const char *)buf + len - n);
+        __u8 *t = n == 7 ? tail + 2 : tail;
+        if ((n == 5 || (tail[0] == '\r' && tail[1] == '\n')) && t[0] == '0' && t[1] == '\r' && t[2] == '\n' &&
+            t[3] == '\r' && t[4] == '\n') {
             emit(st, HTTP_FLAG_CHUNKED_DONE, key);
             st->state = ST_IDLE;
         }

@@ -39,7 +39,7 @@ base-image:
 EXTRA_CA_FILES ?= $(wildcard /usr/local/share/ca-certificates/*.crt)
 
 image: base-image
-	docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	docker build --force-rm --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	  --build-arg DEBIAN_MIRROR=$(DEBIAN_MIRROR) \
 	  --build-arg EXTRA_CA_CERTS="$$(cat /dev/null $(EXTRA_CA_FILES))" \
 	  -t $(IMAGE) .

@@ -322,12 +322,18 @@ def _apply_otel_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         resource["service_name"] = service
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
+_UNION_LABELS = frozenset({"bool", "str", "int", "float"})
+_UNION_LABEL_PREFIXES = ("function-after[", "function-before[", "function-wrap[", "literal[")
+
+
+def _format_loc(loc: tuple[int | str, ...], key_last: bool = False) -> str:
+    """Dotted field path; with key_last the final item is a user's key, never a union label."""
     parts: list[str] = []
-    for item in loc:
+    for i, item in enumerate(loc):
         if isinstance(item, int):
             parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
-        elif item.startswith(("function-after", "function-before", "literal[", "bool", "str")):
+        elif (item in _UNION_LABELS or item.startswith(_UNION_LABEL_PREFIXES)) and not (
+                key_last and i == len(loc) - 1):
             continue  # pydantic's union-branch labels, not config keys
         else:
             parts.append(item)
@@ -352,7 +358,7 @@ def validate(raw: Any, source: str = "<config>") -> Config:
     except ValidationError as exc:
         problems: dict[str, str] = {}
         for err in exc.errors():
-            problems.setdefault(_format_loc(err["loc"]), _problem_text(err))
+            problems.setdefault(_format_loc(err["loc"], err["type"] == "extra_forbidden"), _problem_text(err))
         raise ConfigError(problems, source) from None
 
 

@@ -32,6 +32,24 @@ class _Pending:
     deadline: float
 
 
+def _split_host(header: str) -> tuple[str, int]:
+    """Host header to (host, port or 0): 'h', 'h:80', '[::1]:80' (brackets dropped)."""
+    if header.startswith("["):
+        end = header.find("]")
+        if end < 0:
+            return header, 0
+        host, rest = header[1:end], header[end + 1:]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif header.count(":") == 1:
+        host, _, port_text = header.partition(":")
+    else:
+        return header, 0
+    # isascii: str.isdigit() also accepts "²", which int() rejects
+    if port_text.isascii() and port_text.isdigit() and 0 < int(port_text) <= 65535:
+        return host, int(port_text)
+    return host, 0
+
+
 class HttpSpanBuilder:
     def __init__(self, routes: RouteResolver, capture_query: bool = False,
                  local_addresses: frozenset[str] = frozenset()) -> None:
@@ -117,8 +135,7 @@ class HttpSpanBuilder:
             path = "/" + path if not path.startswith(("http://", "https://")) else \
                 "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
         method = req.method if req.method in KNOWN_METHODS else "_OTHER"
-        host_header = req.headers.get("host", "")
-        host, _, host_port = host_header.rpartition(":") if host_header.count(":") == 1 else (host_header, "", "")
+        host, port_from_host = _split_host(req.headers.get("host", ""))
         service_key = f"{ex.pid}" if server else f"{ex.pid}>{ex.peer_addr}:{ex.peer_port}"
         route = self.routes.route(path, service_key)
         attrs: Attributes = {
@@ -136,12 +153,12 @@ class HttpSpanBuilder:
             attrs["url.query"] = query[:1024]
         if server:
             attrs["server.address"] = host or ex.local_addr
-            attrs["server.port"] = int(host_port) if host_port.isdigit() else ex.local_port
+            attrs["server.port"] = port_from_host or ex.local_port
             attrs["client.address"] = ex.peer_addr
             attrs["client.port"] = ex.peer_port
         else:
             attrs["server.address"] = host or ex.peer_addr
-            attrs["server.port"] = int(host_port) if host_port.isdigit() else ex.peer_port
+            attrs["server.port"] = port_from_host or ex.peer_port
         if ua := req.headers.get("user-agent"):
             attrs["user_agent.original"] = ua[:256]
         self._body_sizes(attrs, ex, req.head_length, req.headers, resp.head_length if resp else -1,

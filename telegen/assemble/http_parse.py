@@ -97,6 +97,7 @@ def content_length(headers: dict[str, str]) -> int | None:
     if raw is None:
         return None
     raw = raw.split(",")[0].strip()
-    if not raw.isdigit() or len(raw) > 15:
+    # isascii: str.isdigit() also accepts "²" (latin-1 0xB2), which int() then rejects
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
         raise DecodeError("bad_content_length")
     return int(raw)

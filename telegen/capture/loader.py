@@ -134,46 +134,47 @@ class LoadedBpf:
     def maps(self) -> list[dict[str, Any]]:
         out = []
         now = time.monotonic()
-        for name, table in self._bpf.tables.items():
+        for raw_name, table in self._bpf.tables.items():
+            name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
             map_type = _MAP_TYPES.get(int(table.ttype), str(table.ttype))
             entries: int | None = None
             if map_type in ("hash", "lru_hash", "percpu_hash", "lru_percpu_hash"):
-                cached = self._entries_cache.get(name.decode())
+                cached = self._entries_cache.get(name)
                 if cached and now - cached[0] < 1.0:
                     entries = cached[1]
                 else:
                     with self._lock:
                         entries = sum(1 for _ in table.keys())
-                    self._entries_cache[name.decode()] = (now, entries)
+                    self._entries_cache[name] = (now, entries)
             elif map_type in ("array", "percpu_array"):
                 entries = int(table.max_entries)
-            out.append({"name": name.decode(), "type": map_type, "entries": entries,
+            out.append({"name": name, "type": map_type, "entries": entries,
                         "max_entries": int(table.max_entries)})
         return out
 
     def percpu_sums(self, map_name: str) -> list[int]:
-        table = self._bpf[map_name]
+        table = self._bpf[map_name.encode()]
         with self._lock:
             return [int(sum(table[ctypes.c_int(i)])) for i in range(int(table.max_entries))]
 
     def set_array(self, map_name: str, index: int, value: int) -> None:
-        table = self._bpf[map_name]
+        table = self._bpf[map_name.encode()]
         with self._lock:
             table[ctypes.c_int(index)] = ctypes.c_uint32(value)
 
     def hash_keys(self, map_name: str) -> list[int]:
         with self._lock:
-            return [int(k.value) for k in self._bpf[map_name].keys()]
+            return [int(k.value) for k in self._bpf[map_name.encode()].keys()]
 
     def hash_items_raw(self, map_name: str) -> list[tuple[int, bytes]]:
         """Every (key, value bytes) of a hash map; values in the C layout."""
-        table = self._bpf[map_name]
+        table = self._bpf[map_name.encode()]
         with self._lock:
             return [(int(k.value), ctypes.string_at(ctypes.addressof(v), ctypes.sizeof(v)))
                     for k, v in table.items()]
 
     def delete_keys(self, map_name: str, keys: list[int]) -> None:
-        table = self._bpf[map_name]
+        table = self._bpf[map_name.encode()]
         with self._lock:
             for key in keys:
                 try:
@@ -190,7 +191,7 @@ class LoadedBpf:
             sink(ctypes.string_at(data, size))
             return 0
 
-        self._bpf[map_name].open_ring_buffer(callback)
+        self._bpf[map_name.encode()].open_ring_buffer(callback)
 
     def consume(self) -> None:
         """Drain every ring buffer of this module without blocking."""

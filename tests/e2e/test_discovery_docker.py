@@ -39,12 +39,13 @@ def docker_info_ok() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
 
 
-def restart_dockerd() -> None:
+def restart_dockerd(while_down: Callable[[], None] = lambda: None) -> None:
     """Kill dockerd (SIGTERM, the pid it wrote) and start it again the way set-up does."""
     with open("/var/run/docker.pid") as fh:
         pid = int(fh.read().strip())
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 30, "dockerd to exit")
+    while_down()
     with open("/var/log/dockerd.log", "ab") as log:
         subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
     wait_for(docker_info_ok, 60, "docker info after restart")
@@ -56,7 +57,8 @@ def stage(need_docker: None) -> Iterator[DiscoveryStage]:
     cfg = validate({"discovery": {"docker": {"enabled": True}, "kubernetes": {"enabled": False},
                                   "cloud": {"enabled": False}}})
     st = DiscoveryStage(cfg, "test-node", options=DiscoveryOptions(
-        docker_label_allowlist=("telegen.test",), backoff_initial=0.2, backoff_max=1.0, status_cache_seconds=0))
+        docker_label_allowlist=("telegen.test",), backoff_initial=0.2, backoff_max=1.0,
+        status_cache_seconds=0))
     st.start()
     assert st.docker is not None
     wait_for(st.docker.synced.is_set, 20, "docker first sync")
@@ -125,11 +127,16 @@ def test_dockerd_restart(stage: DiscoveryStage, names: list[str]) -> None:
     before, _ = run_container(names)
     wait_for(lambda: (m := w.get(before)) is not None and m.running, what="first container")
     reconnects = w.reconnects
-    restart_dockerd()
-    # while it was down the cache kept answering; afterwards the watcher is back and the cache matches
+
+    def while_down() -> None:  # the cache keeps answering, and connected tells the truth
+        wait_for(lambda: not w.connected, 10, "connected to turn false")
+        assert stage.status()["docker"]["connected"] is False
+        assert w.get(before) is not None
+
+    restart_dockerd(while_down)
     wait_for(lambda: w.connected and w.reconnects > reconnects, 30, "reconnect")
     assert stage.status()["docker"]["connected"] is True
-    after, after_name = run_container(names)
+    after, _ = run_container(names)
     wait_for(lambda: (m := w.get(after)) is not None and m.running, what="container after restart")
     truth = set(docker("ps", "-a", "-q", "--no-trunc").split())
     wait_for(lambda: set(c.id for c in w.containers()) == truth, what="cache == docker ps -a")

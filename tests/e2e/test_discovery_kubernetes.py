@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from telegen.config import validate
 from telegen.discovery.stage import DiscoveryOptions, DiscoveryStage
 from telegen.signals import SPAN_KIND_CLIENT, SpanRecord
 from tests.fixtures.k8s_objects import cid, pod, replicaset, service, uid
+from tests.fixtures.sizes import deep_size
 from tests.k8s_api_server import FakeApiServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
@@ -44,7 +44,8 @@ def api() -> Iterator[FakeApiServer]:
     server.stop()
 
 
-def make_stage(api: FakeApiServer, tmp_path: Path, proc_root: str = "/proc", **opts: object) -> DiscoveryStage:
+def make_stage(api: FakeApiServer, tmp_path: Path, proc_root: str = "/proc",
+               **opts: object) -> DiscoveryStage:
     cfg = validate({"cluster_name": "test-cluster",
                     "discovery": {"kubernetes": {"enabled": "auto"}, "docker": {"enabled": False},
                                   "cloud": {"enabled": False}}})
@@ -190,16 +191,25 @@ def test_5000_pods_stay_bounded(api: FakeApiServer, tmp_path: Path) -> None:
                                container_id=cid(1000 + i), labels={"app": f"a{i % 50}"},
                                annotations={"kubectl.kubernetes.io/last-applied-configuration": "x" * 2000},
                                owner=("ReplicaSet", f"rs-{i % 50}")) for i in range(5000)])
-    tracemalloc.start()
-    st = make_stage(api, tmp_path, max_pods=4000, k8s_read_timeout=10.0)
+    st = make_stage(api, tmp_path, k8s_read_timeout=10.0)
     st.start()
     try:
         assert st.kube is not None and st.kube.wait_synced(30)
         store = st.kube.store
-        assert len(store.pods) == 4000 and store.dropped["pod"] >= 1001  # the cap holds, overflow counted
-        per_pod = tracemalloc.get_traced_memory()[0] / len(store.pods)
-        assert per_pod < 4096, per_pod  # only the needed fields are kept (the annotation alone is 2 KB)
-        assert api.count("pods", "list") >= 10  # paginated
+        assert len(store.pods) == 5001 and api.count("pods", "list") >= 10  # paginated, 500 a page
+        indexes = (store.pods, store.pod_by_container, store.pod_by_ip)
+        per_pod = deep_size(indexes) / len(store.pods)
+        assert per_pod < 2500, per_pod  # only the needed fields: the dropped annotation alone is 2 KB
     finally:
-        tracemalloc.stop()
+        st.stop(3)
+
+
+def test_pod_cap_counts_overflow(api: FakeApiServer, tmp_path: Path) -> None:
+    api.bulk_load("pods", [pod(f"bulk-{i}", uid(1000 + i)) for i in range(300)])
+    st = make_stage(api, tmp_path, max_pods=200)
+    st.start()
+    try:
+        assert st.kube is not None and st.kube.wait_synced(10)
+        assert len(st.kube.store.pods) == 200 and st.kube.store.dropped["pod"] == 101
+    finally:
         st.stop(3)

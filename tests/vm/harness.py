@@ -138,6 +138,19 @@ class VmResult:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    @property
+    def stage(self) -> str:
+        """How far the guest got, from the console markers (for failure messages)."""
+        if MARK_END in self.console:
+            return "command finished"
+        if MARK_START in self.console:
+            return "command started, never finished"
+        if MARK_READY in self.console:
+            return "root file system mounted, command not started"
+        if "FATAL" in self.console:
+            return "init failed"
+        return "guest never reached /init's mounts (boot or initramfs problem)"
+
     def report(self, tail: int = 6000) -> str:
         """A human-readable dump for assertion messages: rc, stdout, stderr, console tail."""
 
@@ -145,7 +158,8 @@ class VmResult:
             return text if len(text) <= tail else "[...]\n" + text[-tail:]
 
         return (
-            f"returncode={self.returncode} timed_out={self.timed_out} duration={self.duration:.1f}s\n"
+            f"returncode={self.returncode} timed_out={self.timed_out} duration={self.duration:.1f}s "
+            f"stage: {self.stage}\n"
             f"--- stdout ---\n{cut(self.stdout)}\n--- stderr ---\n{cut(self.stderr)}\n"
             f"--- init log ---\n{cut(self.init_log)}\n--- console ---\n{cut(self.console)}"
         )
@@ -332,6 +346,8 @@ def build_initramfs(release: str, cache_dir: Path = CACHE_DIR) -> Path:
 # --------------------------------------------------------------------------- running
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
+
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/tmp",
@@ -433,7 +449,7 @@ def run_in_vm(
             proc.wait()
             raise
         duration = time.monotonic() - start
-        console = _read(console_path)
+        console = _ANSI.sub("", _read(console_path))
         if qemu_out:
             console += "\n--- qemu output ---\n" + qemu_out.decode("utf-8", "replace")
         if proc.returncode not in (0, None) and not timed_out:

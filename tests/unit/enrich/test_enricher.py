@@ -39,9 +39,8 @@ def docker_with(*metas: ContainerMeta) -> DockerWatcher:
 
 
 def meta(name: str = "shop-web-1", **kw: str) -> ContainerMeta:
-    labels = {"com.docker.compose.project": kw.get("project", ""), "com.docker.compose.service": kw.get("svc", "")}
-    return ContainerMeta(CID, name, "telegen-test/busybox:latest", (), labels["com.docker.compose.project"],
-                         labels["com.docker.compose.service"], 4242, True)
+    return ContainerMeta(CID, name, "telegen-test/busybox:latest", (), kw.get("project", ""),
+                         kw.get("svc", ""), 4242, True)
 
 
 def test_bare_process() -> None:
@@ -49,7 +48,8 @@ def test_bare_process() -> None:
     res = dict(e.resource_for(4242))
     assert res["service.name"] == "app" and res["process.executable.name"] == "app"
     assert res["process.pid"] == 4242 and res["process.command_line"] == "/usr/bin/app --port 8080"
-    assert res["host.name"] == "node-1" and res["os.type"] == "linux" and res["host.arch"] in ("amd64", "arm64")
+    assert res["host.name"] == "node-1" and res["os.type"] == "linux"
+    assert res["host.arch"] in ("amd64", "arm64")
     assert "container.id" not in res and res["service.instance.id"] == "node-1:4242:987654"
 
 
@@ -113,7 +113,8 @@ def test_kubernetes_pod() -> None:
     assert res["k8s.cluster.name"] == "prod" and res["k8s.node.name"] == "node-1"
     assert res["k8s.pod.label.tier"] == "backend" and "k8s.pod.label.app" not in res
     assert res["k8s.pod.annotation.team"] == "payments"
-    assert res["container.image.name"] == "registry.local:5000/checkout" and res["container.image.tags"] == "2.1"
+    assert res["container.image.name"] == "registry.local:5000/checkout"
+    assert res["container.image.tags"] == "2.1"
     assert res["service.name"] == "checkout"  # the app label
     assert res["service.namespace"] == "shop"
     assert res["service.instance.id"] == "shop.checkout-7f9c-abcde.server"
@@ -176,8 +177,9 @@ def test_gone_process_is_a_procfs_miss() -> None:
 
 def test_enrich_spans_and_peers() -> None:
     e = Enricher(ProcessTable(FIXTURES / "containerd_v2_systemd_k8s"), kube=_kube())
-    spans = [span(**{"server.address": "10.96.0.42", "server.port": "8080"}), span(**{"server.address": "10.1.0.7"}),
-             span(**{"server.address": "example.com"}), span(**{"server.address": "10.9.9.9"})]
+    spans = [span(**{"server.address": "10.96.0.42", "server.port": "8080"}),
+             span(**{"server.address": "10.1.0.7"}), span(**{"server.address": "example.com"}),
+             span(**{"server.address": "10.9.9.9"})]
     e.enrich_spans(spans)
     assert all(dict(s.resource)["k8s.pod.name"] == "checkout-7f9c-abcde" for s in spans)
     assert spans[0].attributes["server.address"] == "checkout"

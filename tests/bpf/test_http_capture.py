@@ -1,0 +1,245 @@
+"""HTTP capture on the real kernel: both roles, keep-alive, split syscalls, vectored and
+sendfile I/O, chunked bodies, 100-continue, IPv6, close without response, counters."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from telegen.assemble.http_parse import parse_request, parse_response
+from telegen.config import EbpfConfig
+from telegen.decode.records import HttpExchange, RecordDecoder
+from telegen.pipeline import BoundedQueue
+from tests.conftest import have_bcc, have_root
+
+pytestmark = [pytest.mark.bpf, pytest.mark.root]
+
+
+class Capture:
+    def __init__(self) -> None:
+        from telegen.capture.stage import CaptureStage
+
+        self.cfg = EbpfConfig(ringbuf_pages=256, max_connections=8192)
+        self.records: BoundedQueue[bytes] = BoundedQueue("test", 100000)
+        self.stage = CaptureStage(self.cfg, self.records, self_pid=0)  # this process's traffic is the test
+        self.stage.start()
+        self.decoder = RecordDecoder(self.cfg.capture_bytes)
+        self.seen: list[HttpExchange] = []
+
+    def wait(self, marker: str, count: int, timeout: float = 5.0) -> list[HttpExchange]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.seen += self.decoder.decode(self.records.get_batch(100000))
+            got = [e for e in self.seen if marker.encode() in e.request]
+            if len(got) >= count or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def capture() -> Iterator[Capture]:
+    from tests.conftest import require
+
+    require(have_root(), "root, to load BPF programs")
+    require(have_bcc(), "BCC's python module (Debian python3-bpfcc via the --system-site-packages venv)")
+    cap = Capture()
+    yield cap
+    cap.stage.stop(2.0)
+
+
+def serve(handler: Callable[[socket.socket], None], family: int = socket.AF_INET) -> tuple[str, int]:
+    """A one-connection-at-a-time raw TCP server on loopback running `handler` per connection."""
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, 0))
+    srv.listen(16)
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                handler(conn)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return host, srv.getsockname()[1]
+
+
+def read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+def ok_handler(body: bytes = b"hello") -> Callable[[socket.socket], None]:
+    def handle(conn: socket.socket) -> None:
+        while read_request(conn):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return handle
+
+
+def roles(exchanges: list[HttpExchange]) -> list[int]:
+    return sorted(e.role for e in exchanges)
+
+
+def test_keepalive_exchanges_both_sides(capture: Capture) -> None:
+    marker = uuid.uuid4().hex
+    host, port = serve(ok_handler())
+    with socket.create_connection((host, port)) as c:
+        for i in range(3):
+            c.sendall(f"GET /ka/{marker}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert c.recv(4096).endswith(b"hello")
+    got = capture.wait(marker, 6)
+    assert roles(got) == [1, 1, 1, 2, 2, 2]
+    for ex in got:
+        req, resp = parse_request(ex.request), parse_response(ex.response)
+        assert req.method == "GET" and resp.status == 200
+        assert ex.req_size == len(ex.request) and ex.resp_size == 43
+        assert ex.end_ns >= ex.resp_start_ns >= ex.start_ns > 0
+        assert ex.pid == os.getpid()
+    server = next(e for e in got if e.role == 1)
+    client = next(e for e in got if e.role == 2)
+    assert (server.local_port, client.peer_port) == (port, port)
+    assert server.peer_port == client.local_port and server.local_addr == "127.0.0.1"
+
+
+def test_fresh_connections_and_split_request(capture: Capture) -> None:
+    marker = uuid.uuid4().hex
+    host, port = serve(ok_handler(b"x" * 5000))
+    for i in range(2):
+        with socket.create_connection((host, port)) as c:
+            head = f"POST /split/{marker}/{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n".encode()
+            c.sendall(head)
+            time.sleep(0.01)
+            c.sendall(b"\r\n0123456789")
+            data = b""
+            while len(data) < 5000:
+                data += c.recv(65536)
+    got = capture.wait(marker, 4)
+    assert roles(got) == [1, 1, 2, 2]
+    for ex in got:
+        assert ex.req_size == len(head) + 12
+        assert ex.resp_size == len(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n") + 5000
+
+
+def test_ipv6_and_vectored_io(capture: Capture) -> None:
+    marker = uuid.uuid4().hex
+
+    def handle(conn: socket.socket) -> None:
+        if read_request(conn):
+            conn.sendmsg([b"HTTP/1.1 201 Created\r\n", b"Content-Length: 2\r\n\r\n", b"ok"])
+
+    host, port = serve(handle, socket.AF_INET6)
+    with socket.create_connection((host, port)) as c:
+        c.sendmsg([f"PUT /v6/{marker} HTTP/1.1\r\n".encode(), b"Host: x\r\n\r\n"])
+        c.recv(4096)
+    got = capture.wait(marker, 2)
+    assert roles(got) == [1, 2]
+    assert all(e.local_addr == "::1" and e.peer_addr == "::1" for e in got)
+    assert all(parse_response(e.response).status == 201 for e in got)
+
+
+def test_chunked_response_and_100_continue(capture: Capture) -> None:
+    marker = uuid.uuid4().hex
+
+    def handle(conn: socket.socket) -> None:
+        if read_request(conn):
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            conn.sendall(b"5\r\nhello\r\n")
+            conn.sendall(b"0\r\n\r\n")
+            time.sleep(2)  # keep the connection open: the chunk terminator alone must complete it
+
+    host, port = serve(handle)
+    with socket.create_connection((host, port)) as c:
+        c.sendall(f"POST /chunk/{marker} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+                  .encode())
+        assert c.recv(4096).startswith(b"HTTP/1.1 100")
+        c.sendall(b"body")
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            data += c.recv(4096)
+        got = capture.wait(marker, 1, timeout=1.5)
+    server = [e for e in got if e.role == 1]
+    assert server, "chunked response not emitted while the connection stayed open"
+    assert parse_response(server[0].response).status == 200  # not the interim 100
+    assert capture.stage.counters()["http_interim"] >= 1
+
+
+def test_sendfile_body_and_close_without_response(capture: Capture, tmp_path: object) -> None:
+    marker = uuid.uuid4().hex
+    path = os.path.join(str(tmp_path), "body.bin")
+    with open(path, "wb") as fh:
+        fh.write(b"z" * 20000)
+
+    def handle(conn: socket.socket) -> None:
+        req = read_request(conn)
+        if b"/nothing/" in req:
+            return  # close without answering
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n")
+        with open(path, "rb") as fh:
+            os.sendfile(conn.fileno(), fh.fileno(), 0, 20000)
+
+    host, port = serve(handle)
+    with socket.create_connection((host, port)) as c:
+        c.sendall(f"GET /file/{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while len(data) < 20000:
+            data += c.recv(65536)
+    with socket.create_connection((host, port)) as c:
+        c.sendall(f"GET /nothing/{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert c.recv(4096) == b""
+    got = capture.wait(marker, 4)
+    served = [e for e in got if e.role == 1 and b"/file/" in e.request]
+    assert served and served[0].resp_size == len(b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n") + 20000
+    assert served[0].flags & 0x40  # HTTP_FLAG_SENDFILE
+    unanswered = [e for e in got if b"/nothing/" in e.request]
+    assert unanswered and all(not e.flags & 0x01 for e in unanswered)
+
+
+def test_status_reports_programs_maps_and_no_loss(capture: Capture) -> None:
+    status = capture.stage.status()
+    assert status["kernel"]["btf"] is True
+    attached = [p for p in status["programs"] if p["attached"]]
+    assert len(attached) >= 20
+    for prog in attached:
+        assert prog["type"] in ("tracepoint", "kprobe", "kretprobe")
+        assert isinstance(prog["id"], int) and prog["id"] > 0
+        assert prog["reason"]
+    names = {m["name"] for m in status["maps"]}
+    assert {"http_conns", "http_events", "counters"} <= names
+    assert status["ringbuf"]["events_lost"] == 0
+    assert status["ringbuf"]["events_received"] > 0
+
+
+def test_kernel_shedding_keeps_exact_counts(capture: Capture) -> None:
+    marker = uuid.uuid4().hex
+    before = capture.stage.counters()
+    capture.stage.set_shed(1000)  # shed everything: nothing emitted, everything counted
+    try:
+        host, port = serve(ok_handler())
+        with socket.create_connection((host, port)) as c:
+            for i in range(5):
+                c.sendall(f"GET /shed/{marker}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                c.recv(4096)
+        time.sleep(0.6)
+    finally:
+        capture.stage.set_shed(0)
+    after = capture.stage.counters()
+    assert capture.wait(marker, 1, timeout=0.5) == []
+    assert after["http_sampled_out"] - before["http_sampled_out"] >= 10
+    assert after["http_exchanges"] - before["http_exchanges"] >= 10

@@ -1,0 +1,255 @@
+"""The whole agent, as a user runs it: `telegen run` against a reference OTLP receiver,
+real processes talking HTTP over loopback, a busybox httpd in Docker, SIGTERM at the end."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, have_bcc, have_docker, have_root, require
+from tests.otlp_receiver import OtlpReceiver
+
+pytestmark = [pytest.mark.bpf, pytest.mark.root]
+
+SERVER_CODE = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        code = 500 if "/fail" in self.path else 200
+        body = b"ok" * 50
+        self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningAgent:
+    def __init__(self, tmp: Path, receiver: OtlpReceiver) -> None:
+        self.port = free_port()
+        cfg = tmp / "config.yaml"
+        cfg.write_text(f"""
+self_telemetry:
+  listen: "127.0.0.1:{self.port}"
+otlp:
+  endpoint: "{receiver.endpoint}"
+  insecure: true
+  compression: none
+export:
+  traces: {{interval: 0.2}}
+  metrics: {{interval: 1}}
+  console: {{enabled: false}}
+agent:
+  http:
+    routes: [{{pattern: "/orders/{{order}}"}}]
+discovery:
+  kubernetes: {{enabled: false}}
+""")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "telegen"), "run", "--config", str(cfg)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.ready_seconds = self._wait_ready()
+
+    def _wait_ready(self) -> float:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited {self.proc.returncode}: {self.proc.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if self.get("/ready")[0] == 200:
+                    return time.monotonic() - self.started
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("agent not ready within 60 s")
+
+    def get(self, path: str) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rec:
+        yield rec
+
+
+@pytest.fixture(scope="module")
+def agent(receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
+    require(have_root(), "root, to load BPF programs")
+    require(have_bcc(), "BCC's python module (Debian python3-bpfcc)")
+    require((REPO / ".venv" / "bin" / "telegen").exists(), ".venv/bin/telegen (run make setup)")
+    running = RunningAgent(tmp_path_factory.mktemp("agent"), receiver)
+    yield running
+    if running.proc.poll() is None:
+        running.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[int]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE], stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    yield port
+    proc.kill()
+
+
+def spans_for(receiver: OtlpReceiver, port: int, want: int, timeout: float = 10.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with receiver.lock:
+            got = [r for r in receiver.spans
+                   if any(a.key == "server.port" and a.value.int_value == port for a in r.span.attributes)]
+        if len(got) >= want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def attrs(span: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in span.attributes:
+        kind = a.value.WhichOneof("value")
+        out[a.key] = getattr(a.value, kind) if kind else None
+    return out
+
+
+def test_ready_fast_and_healthy(agent: RunningAgent) -> None:
+    assert agent.ready_seconds < 30
+    status, body = agent.get("/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    ready = json.loads(agent.get("/ready")[1])
+    assert ready["checks"]["ebpf"] == "ok" and ready["checks"]["otlp"] in ("ok", "failed: no export yet")
+
+
+def test_spans_red_and_trace_link(agent: RunningAgent, receiver: OtlpReceiver, http_server: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", http_server, timeout=5)
+    for path in ("/api/users/12345", "/api/users/67890", "/orders/abc-1"):  # keep-alive
+        conn.request("GET", path, headers={"User-Agent": "telegen-e2e"})
+        conn.getresponse().read()
+    conn.close()
+    fresh = http.client.HTTPConnection("127.0.0.1", http_server, timeout=5)
+    fresh.request("GET", "/fail")
+    fresh.getresponse().read()
+    fresh.close()
+    got = spans_for(receiver, http_server, 8)
+    servers = [r for r in got if r.span.kind == 2]
+    clients = [r for r in got if r.span.kind == 3]
+    assert len(servers) == 4 and len(clients) == 4, [r.span.name for r in got]
+    names = sorted(r.span.name for r in servers)
+    assert names == ["GET /api/users/{id}", "GET /api/users/{id}", "GET /fail", "GET /orders/{order}"]
+    s = next(r for r in servers if attrs(r.span)["url.path"] == "/api/users/12345")
+    a = attrs(s.span)
+    assert a["http.request.method"] == "GET" and a["http.response.status_code"] == 200
+    assert a["http.route"] == "/api/users/{id}" and a["url.scheme"] == "http"
+    assert a["network.protocol.version"] == "1.1" and a["user_agent.original"] == "telegen-e2e"
+    assert a["client.address"] == "127.0.0.1" and a["network.peer.address"] == "127.0.0.1"
+    assert a["http.response.body.size"] == 100
+    assert s.span.end_time_unix_nano > s.span.start_time_unix_nano > (time.time() - 300) * 1e9
+    fail = next(r for r in servers if attrs(r.span)["url.path"] == "/fail")
+    assert attrs(fail.span)["error.type"] == "500" and fail.span.status.code == 2
+    # the client and server spans of each call share a trace, server as the child
+    by_id = {r.span.span_id: r for r in clients}
+    for srv in servers:
+        parent = by_id.get(srv.span.parent_span_id)
+        assert parent is not None and parent.span.trace_id == srv.span.trace_id
+    assert s.resource.get("process.pid") or s.resource.get("service.name")
+    # RED histograms over OTLP and on /metrics
+    assert receiver.wait_for_metric_points(1, timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with receiver.lock:
+            names_seen = {r.item.name for r in receiver.metrics}
+        if "http.server.request.duration" in names_seen:
+            break
+        time.sleep(0.5)
+    assert "http.server.request.duration" in names_seen
+    status, text = agent.get("/metrics")
+    assert status == 200 and "http_server_request_duration_seconds_bucket" in text
+    assert 'http_route="/api/users/{id}"' in text and "/api/users/12345" not in text
+
+
+def test_hostile_bytes_counted_agent_healthy(agent: RunningAgent, http_server: int) -> None:
+    for payload in (b"GET /\x01bad HTTP/9.9\r\n\r\n", b"GET " + b"A" * 70000 + b" HTTP/1.1\r\n\r\n",
+                    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(200)):
+        with socket.create_connection(("127.0.0.1", http_server)) as c:
+            c.sendall(payload)
+            c.settimeout(2)
+            try:
+                c.recv(4096)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, text = agent.get("/metrics")
+        if "telegen_decode_errors_total{" in text:
+            break
+        time.sleep(0.3)
+    assert "telegen_decode_errors_total{" in text
+    assert agent.get("/healthz")[0] == 200
+
+
+def test_container_spans_carry_container_identity(agent: RunningAgent, receiver: OtlpReceiver) -> None:
+    require(have_docker(), "a running Docker engine (make setup starts dockerd)")
+    from tests.docker_images import busybox_image
+
+    image = busybox_image()
+    port = free_port()
+    cid = subprocess.run(["docker", "run", "-d", "--rm", "--network", "host", "--name", f"telegen-httpd-{port}",
+                          image, "sh", "-c", f"mkdir -p /www && echo hi > /www/index.html && "
+                                            f"exec httpd -f -p 127.0.0.1:{port} -h /www"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        for _ in range(50):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        subprocess.run(["docker", "run", "--rm", "--network", "host", image, "wget", "-qO-",
+                        f"http://127.0.0.1:{port}/index.html"], check=True, capture_output=True, timeout=60)
+        got = spans_for(receiver, port, 2, timeout=15)
+        server = [r for r in got if r.span.kind == 2]
+        assert server, f"no SERVER span from the busybox httpd container: {[r.span.name for r in got]}"
+        assert server[0].resource.get("container.id") == cid
+        assert server[0].resource.get("container.name") == f"telegen-httpd-{port}"
+        assert any(r.span.kind == 3 for r in got)  # wget's CLIENT span, from the other container
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+def test_status_ebpf_reports_tracepoints(agent: RunningAgent) -> None:
+    status, body = agent.get("/status/ebpf")
+    ebpf = json.loads(body)
+    assert status == 200 and ebpf["enabled"] is True
+    assert ebpf["kernel"]["kprobes"] is False  # this kernel has none
+    assert all(p["type"] == "tracepoint" and p["reason"] == "kprobes not available in this kernel"
+               for p in ebpf["programs"] if p["attached"])
+    assert ebpf["ringbuf"]["events_received"] > 0
+
+
+def test_sigterm_exits_zero_within_grace(agent: RunningAgent) -> None:
+    agent.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert agent.proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 11
