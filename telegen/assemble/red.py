@@ -100,8 +100,9 @@ class RedMetrics:
                     fam_buckets = buckets
                 else:
                     fam_buckets = _INSTRUMENTS["duration"][2] if name.endswith("duration") else SIZE_BUCKETS
-                fam.points.append(HistogramPoint(dict(attrs), fam_buckets, [round(c) for c in hist.counts],
-                                                 round(hist.count), hist.sum))
+                # count is the sum of the rounded buckets: OTLP and Prometheus require them equal
+                counts = [round(c) for c in hist.counts]
+                fam.points.append(HistogramPoint(dict(attrs), fam_buckets, counts, sum(counts), hist.sum))
         return list(families.values())
 
     def stats(self) -> dict[str, Any]:
