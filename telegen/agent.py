@@ -27,7 +27,7 @@ from telegen.capture.stage import CaptureStage
 from telegen.config import Config, LoadedConfig
 from telegen.control import FlushResult, ReloadApplyError, ReloadResult
 from telegen.decode.records import RecordDecoder
-from telegen.discovery.stage import DiscoveryStage
+from telegen.discovery.stage import DiscoveryOptions, DiscoveryStage
 from telegen.export.exporter import ExportStage
 from telegen.logs import RepeatFilter
 from telegen.pipeline import BoundedQueue
@@ -55,7 +55,7 @@ class Agent:
         cfg = self._config
         self.records: BoundedQueue[bytes] = BoundedQueue("records", 65536, "drop_newest")
         self.red = RedMetrics()
-        self.discovery = DiscoveryStage(cfg, cfg.node_name or None)
+        self.discovery = DiscoveryStage(cfg, cfg.node_name or None, options=self._discovery_options(cfg))
         self.export = ExportStage(cfg, [self.red])
         self.capture: CaptureStage | None = (CaptureStage(cfg.agent.ebpf, self.records)
                                              if cfg.agent.ebpf.enabled and cfg.agent.ebpf.http.enabled else None)
@@ -68,6 +68,15 @@ class Agent:
         self.registry.register(SelfCollector(self._self_metrics))
         for collector in [*self.export.collectors(), *self.discovery.collectors()]:
             self.registry.register(collector)
+
+    @staticmethod
+    def _discovery_options(cfg: Config) -> DiscoveryOptions:
+        d = cfg.discovery
+        return DiscoveryOptions(
+            kubeconfig=d.kubernetes.kubeconfig or None, label_allowlist=d.kubernetes.label_allowlist,
+            annotation_allowlist=d.kubernetes.annotation_allowlist, max_pods=d.kubernetes.max_pods,
+            docker_url=d.docker.url, docker_label_allowlist=d.docker.label_allowlist,
+            cloud_base_urls=dict(d.cloud.base_urls), cloud_timeout=d.cloud.timeout)
 
     @staticmethod
     def _routes(cfg: Config) -> RouteResolver:
@@ -141,7 +150,7 @@ class Agent:
             changed = configmod.diff(old, new)
             restart = [c for c in changed if c.startswith(RESTART_PREFIXES)]
             try:
-                self._apply(new)
+                restart += [r for r in self._apply(new) if r not in restart]
             except Exception as exc:
                 try:
                     self._apply(old)
@@ -150,11 +159,13 @@ class Agent:
             self._config = new
             return ReloadResult(changed, restart)
 
-    def _apply(self, cfg: Config) -> None:
+    def _apply(self, cfg: Config) -> list[str]:
+        """Hand each stage its part; returns what the stages say needs a restart."""
         self.api.apply_settings(cfg.self_telemetry)
-        self.export.apply_config(cfg)
+        restart = self.export.apply_config(cfg)
         self.builder.routes = self._routes(cfg)
         self.builder.capture_query = cfg.agent.http.capture_query
+        return restart
 
     def flush(self, timeout: float) -> FlushResult:
         return self.export.flush(timeout)

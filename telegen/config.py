@@ -209,10 +209,27 @@ class SourceToggle(_Model):
     enabled: AutoToggle = "auto"
 
 
+class KubernetesDiscoveryConfig(SourceToggle):
+    kubeconfig: str = ""  # empty: in-cluster credentials, else $KUBECONFIG / ~/.kube/config
+    label_allowlist: tuple[str, ...] = ()
+    annotation_allowlist: tuple[str, ...] = ()
+    max_pods: int = Field(20000, ge=1)
+
+
+class DockerDiscoveryConfig(SourceToggle):
+    url: str = "unix:///var/run/docker.sock"
+    label_allowlist: tuple[str, ...] = ()
+
+
+class CloudDiscoveryConfig(SourceToggle):
+    base_urls: dict[str, str] = {}  # aws | gcp | azure -> metadata base URL (tests point these at loopback)
+    timeout: float = Field(1.0, gt=0, le=10)
+
+
 class DiscoveryConfig(_Model):
-    kubernetes: SourceToggle = SourceToggle()
-    docker: SourceToggle = SourceToggle()
-    cloud: SourceToggle = SourceToggle()
+    kubernetes: KubernetesDiscoveryConfig = KubernetesDiscoveryConfig()
+    docker: DockerDiscoveryConfig = DockerDiscoveryConfig()
+    cloud: CloudDiscoveryConfig = CloudDiscoveryConfig()
 
 
 class ResourceConfig(_Model):
