@@ -68,6 +68,9 @@ RUN set -eux; \
     cd /src; \
     test -f README.md || echo '# telegen' >README.md; \
     /opt/telegen/venv/bin/pip install -q .; \
+    # BPF C sources where the loader looks (venv/share/telegen/bpf), unless the package put them there.
+    share=/opt/telegen/venv/share/telegen; \
+    if [ ! -e "$share/bpf/include/events.h" ]; then mkdir -p "$share"; cp -a bpf "$share/bpf"; fi; \
     cd /; rm -rf /src /tmp/build-ca.pem; \
     /opt/telegen/venv/bin/python -c 'import bcc, telegen'
 

@@ -215,6 +215,8 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, cons
             return;
         }
         if (st->state == ST_REQUEST) {
+            if (!sendfile && len >= 8 && tg_is_http_request(head))
+                count(CNT_HTTP_PIPELINED);
             st->req_size += len;
             if (!sendfile)
                 append(st->req, &st->req_len, buf, len);

@@ -57,6 +57,9 @@ install:
 	  $(INSTALL_PYTHON) -m venv --system-site-packages "$$venv"; \
 	fi; \
 	"$$venv/bin/python" -m pip install -q --disable-pip-version-check $(PIP_ARGS) .; \
+	if [ ! -e "$$venv/share/telegen/bpf/include/events.h" ]; then \
+	  mkdir -p "$$venv/share/telegen"; rm -rf "$$venv/share/telegen/bpf"; cp -a bpf "$$venv/share/telegen/bpf"; \
+	fi; \
 	if [ -n "$$root" ]; then \
 	  grep -rlI --null "$$venv" "$$venv/bin" | xargs -0 -r sed -i "s#$$venv#$(PREFIX)/venv#g"; \
 	fi; \

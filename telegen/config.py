@@ -163,7 +163,7 @@ class EbpfConfig(_Model):
     capture_bytes: int = Field(256, ge=16, le=4096)
     cpu_budget: float = Field(0.25, gt=0, le=8)  # cores the span pipeline may use before the kernel sheds
     exclude_self: bool = True
-    ringbuf_pages: int = Field(4096, ge=1)
+    ringbuf_pages: int = Field(2048, ge=1)
     max_connections: int = Field(65536, ge=64, le=4_194_304)
 
     @field_validator("ringbuf_pages", "capture_bytes")

@@ -45,6 +45,8 @@ class ProcessingWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.spans_collected = 0
+        # Called with each enriched batch (e.g. the service map); errors are the observer's own.
+        self.span_observers: list[Callable[[list[SpanRecord]], None]] = []
         self.errors: collections.Counter[str] = collections.Counter()
         self.last_progress = time.monotonic()
         self.error = ""
@@ -98,6 +100,8 @@ class ProcessingWorker:
             return
         self._enrich(spans)
         self.red.observe(spans)
+        for observe in self.span_observers:
+            observe(spans)
         self.spans_collected += len(spans)
         self._submit(spans)
 

@@ -46,9 +46,14 @@ enum telegen_counter {
     CNT_HTTP_SAMPLED_OUT = 5,   /* completed but not emitted: shed by sampling (counted, not lost) */
     CNT_HTTP_INTERIM = 6,       /* 1xx interim responses skipped */
     CNT_HTTP_ACTIVE_MAP_FULL = 7, /* lost: no room to remember a syscall's arguments */
-    CNT_TCP_EMITTED = 8,
-    CNT_TCP_RINGBUF_FULL = 9,
-    CNT_TCP_SOCK_MAP_FULL = 10,
+    CNT_TCP_EMITTED = 8,        /* connection records handed to the ring buffer */
+    CNT_TCP_RINGBUF_FULL = 9,   /* lost: ring-buffer reserve failed */
+    CNT_TCP_SOCK_MAP_FULL = 10, /* lost: no room to track a new socket (never emitted) */
+    CNT_TCP_OPENED = 11,        /* connections that reached ESTABLISHED while tracked */
+    CNT_TCP_FAILED = 12,        /* connects that went SYN_SENT -> CLOSE */
+    CNT_TCP_SYN_RECV_DROPPED = 13, /* inbound handshakes that never completed (not a connection) */
+    CNT_HTTP_PIPELINED = 15,    /* a request started before the previous one was answered: the
+                                   exchanges are reported merged (one record), counted here */
     CNT_MAX = 16,
 };
 
@@ -118,28 +123,68 @@ struct http_conn_state {
 
 _Static_assert(sizeof(struct http_conn_state) == 104 + 4 * CAPTURE_BYTES, "http_conn_state size");
 
+/* tcp_connection_event.outcome */
+enum tcp_outcome {
+    TCP_OUTCOME_CLOSED = 0,      /* established, then closed (FIN or RST: see resets_*) */
+    TCP_OUTCOME_FAILED = 1,      /* connect never established: see error (sk_err errno) and resets */
+    TCP_OUTCOME_OPEN = 2,        /* snapshot of a live connection written by user space, not the kernel */
+};
+
+/* tcp_connection_event.flags */
+#define TCP_FLAG_PID_LISTENER 0x01 /* server side: pid/cgroup are the listening socket's owner */
+#define TCP_FLAG_PID_ACCEPT   0x02 /* server side: pid/cgroup are the process that accepted it */
+
+/* One record per connection, written when it closes or fails. */
 struct tcp_connection_event {
     __u8 type;         /* EVENT_TCP_CONNECTION */
     __u8 role;         /* ROLE_CLIENT for connect, ROLE_SERVER for accept */
     __u8 family;
     __u8 outcome;      /* enum tcp_outcome */
-    __u32 pid;
+    __u32 pid;         /* 0: not attributed (server side closed before accept, listener unknown) */
     __u64 cgroup_id;
     __u64 start_ns;      /* SYN sent / SYN received */
     __u64 established_ns;/* 0 when it never got there */
     __u64 end_ns;
-    __u64 bytes_sent;
-    __u64 bytes_received;
-    __u32 retransmits;
-    __u32 srtt_us;
+    __u64 bytes_sent;    /* tcp_sock.bytes_acked: payload the peer acknowledged */
+    __u64 bytes_received;/* tcp_sock.bytes_received */
+    __u32 retransmits;   /* tcp:tcp_retransmit_skb events on this socket */
+    __u32 srtt_us;       /* smoothed RTT at close (tcp_sock.srtt_us >> 3) */
     __u8 local_addr[16];
     __u8 peer_addr[16];
     __u16 local_port;
     __u16 peer_port;
     __u16 resets_sent;
     __u16 resets_received;
+    __u64 sock_id;       /* the struct sock address: unique among live sockets, for user-space joins */
+    __u16 error;         /* sk_err at close/failure (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH...) */
+    __u8 flags;          /* TCP_FLAG_* */
+    __u8 _pad[5];
 };
 
-_Static_assert(sizeof(struct tcp_connection_event) == 104, "tcp_connection_event size");
+_Static_assert(sizeof(struct tcp_connection_event) == 120, "tcp_connection_event size");
+
+/* Per-socket state in the tcp_socks map, keyed by struct sock address. User space reads it
+ * for the active-connections gauge and the L4<->L7 join (connect latency of a live socket). */
+struct tcp_sock_state {
+    __u8 role;
+    __u8 family;
+    __u8 flags;          /* TCP_FLAG_* */
+    __u8 _pad0;
+    __u32 pid;
+    __u64 cgroup_id;
+    __u64 start_ns;
+    __u64 established_ns;
+    __u64 end_ns;        /* 0 while open; set at CLOSE, the record goes out at tcp_destroy_sock */
+    __u32 retransmits;
+    __u16 resets_sent;
+    __u16 resets_received;
+    __u8 local_addr[16];
+    __u8 peer_addr[16];
+    __u16 local_port;
+    __u16 peer_port;
+    __u8 _pad1[4];
+};
+
+_Static_assert(sizeof(struct tcp_sock_state) == 88, "tcp_sock_state size");
 
 #endif

@@ -12,6 +12,7 @@ import collections
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from telegen.assemble.http_parse import KNOWN_METHODS, DecodeError, content_length, parse_request, parse_response
@@ -23,6 +24,8 @@ from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, At
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 LOCAL_MATCH_WAIT_NS = 300_000_000  # how long a server span with a local peer waits for its client
 _Tuple = tuple[str, int, str, int]  # client addr, client port, server addr, server port
+# Optional L4 join: (4-tuple, is client side) -> (connect seconds or None, retransmits) or None.
+ConnectionLookup = Callable[[_Tuple, bool], "tuple[float | None, int] | None"]
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class HttpSpanBuilder:
             collections.OrderedDict()
         self._pending: list[_Pending] = []
         self.spans_built = 0
+        self.connection_lookup: ConnectionLookup | None = None
 
     def _is_local(self, addr: str) -> bool:
         return addr in self.local_addresses or addr.startswith("127.")
@@ -159,6 +163,13 @@ class HttpSpanBuilder:
         else:
             attrs["server.address"] = host or ex.peer_addr
             attrs["server.port"] = port_from_host or ex.peer_port
+        if self.connection_lookup is not None:
+            key = ((ex.peer_addr, ex.peer_port, ex.local_addr, ex.local_port) if server
+                   else (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port))
+            if (tcp := self.connection_lookup(key, not server)) is not None:
+                if tcp[0] is not None:
+                    attrs["telegen.tcp.connect.duration"] = tcp[0]
+                attrs["telegen.tcp.retransmits"] = tcp[1]
         if ua := req.headers.get("user-agent"):
             attrs["user_agent.original"] = ua[:256]
         self._body_sizes(attrs, ex, req.head_length, req.headers, resp.head_length if resp else -1,

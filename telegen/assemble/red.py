@@ -36,7 +36,7 @@ _INSTRUMENTS = {
 
 
 class _Hist:
-    __slots__ = ("counts", "sum", "count")
+    __slots__ = ("count", "counts", "sum")
 
     def __init__(self, n: int) -> None:
         self.counts = [0.0] * (n + 1)

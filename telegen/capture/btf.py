@@ -59,14 +59,15 @@ class Btf:
 
     def _index(self) -> None:
         blob, pos, n = self._types_blob, 0, len(self._types_blob)
-        trailer = {_KIND_INT: lambda v: 4, _KIND_ARRAY: lambda v: 12, _KIND_STRUCT: lambda v: 12 * v,
-                   _KIND_UNION: lambda v: 12 * v, _KIND_ENUM: lambda v: 8 * v, _KIND_FUNC_PROTO: lambda v: 8 * v,
-                   _KIND_VAR: lambda v: 4, _KIND_DATASEC: lambda v: 12 * v, _KIND_DECL_TAG: lambda v: 4,
-                   _KIND_ENUM64: lambda v: 12 * v}
+        # bytes after each type's 12-byte header: (fixed, per member)
+        trailer: dict[int, tuple[int, int]] = {
+            _KIND_INT: (4, 0), _KIND_ARRAY: (12, 0), _KIND_STRUCT: (0, 12), _KIND_UNION: (0, 12),
+            _KIND_ENUM: (0, 8), _KIND_FUNC_PROTO: (0, 8), _KIND_VAR: (4, 0), _KIND_DATASEC: (0, 12),
+            _KIND_DECL_TAG: (4, 0), _KIND_ENUM64: (0, 12)}
         while pos + 12 <= n:
             name_off, info, size_or_type = struct.unpack_from("<III", blob, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-            extra = trailer.get(kind)
+            fixed, per_member = trailer.get(kind, (0, 0))
             t = _Type(kind, "", vlen, bool(info >> 31), size_or_type, pos + 12)
             if kind in (_KIND_STRUCT, _KIND_UNION):
                 name = self._name(name_off)
@@ -74,7 +75,7 @@ class Btf:
                 if name:
                     self._by_name.setdefault((kind, name), len(self._types))
             self._types.append(t)
-            pos += 12 + (extra(vlen) if extra else 0)
+            pos += 12 + fixed + per_member * vlen
 
     def _members(self, type_id: int) -> list[tuple[str, int, int]]:
         t = self._types[type_id]
@@ -163,4 +164,26 @@ def sock_walk_defines(btf: Btf) -> dict[str, int]:
     common = btf.offset("sock", "__sk_common")
     for name in [n for n in out if n.startswith("OFF_SKC_")]:
         out[name] += common
+    return out
+
+
+# -D name -> (struct, member path) for bpf/tcp.bpf.c's reads of a socket's own counters.
+TCP_OFFSETS: dict[str, tuple[str, str]] = {
+    "OFF_TCP_BYTES_RECEIVED": ("tcp_sock", "bytes_received"),
+    "OFF_TCP_BYTES_ACKED": ("tcp_sock", "bytes_acked"),
+    "OFF_TCP_SRTT_US": ("tcp_sock", "srtt_us"),
+    "OFF_SK_ERR": ("sock", "sk_err"),
+    "OFF_SK_FLAGS": ("sock_common", "skc_flags"),  # sk_flags is #defined to it
+    "OFF_SKC_NET": ("sock_common", "skc_net"),
+}
+
+
+def tcp_defines(btf: Btf) -> dict[str, int]:
+    """sock_walk_defines plus the tcp_sock/sock members tcp.bpf.c reads."""
+    out = sock_walk_defines(btf)
+    for name, (st, member) in TCP_OFFSETS.items():
+        out[name] = btf.offset(st, member)
+    common = btf.offset("sock", "__sk_common")
+    out["OFF_SKC_NET"] += common
+    out["OFF_SK_FLAGS"] += common
     return out

@@ -22,7 +22,9 @@ HTTP_FLAG_SENDFILE = 0x40
 COUNTERS = {
     "http_exchanges": 0, "http_emitted": 1, "http_ringbuf_full": 2, "http_conn_map_full": 3,
     "http_no_response": 4, "http_sampled_out": 5, "http_interim": 6, "http_active_map_full": 7,
+    "http_pipelined": 15,
     "tcp_emitted": 8, "tcp_ringbuf_full": 9, "tcp_sock_map_full": 10,
+    "tcp_opened": 11, "tcp_failed": 12, "tcp_syn_recv_dropped": 13,
 }
 CNT_MAX = 16
 
@@ -77,12 +79,25 @@ def http_conn_state_layout(capture_bytes: int) -> Layout:
     ))
 
 
+# enum tcp_outcome and TCP_FLAG_*
+TCP_OUTCOME_CLOSED, TCP_OUTCOME_FAILED, TCP_OUTCOME_OPEN = 0, 1, 2
+TCP_FLAG_PID_LISTENER = 0x01
+TCP_FLAG_PID_ACCEPT = 0x02
+
 TCP_CONNECTION = Layout("tcp_connection_event", (
     ("type", "B"), ("role", "B"), ("family", "B"), ("outcome", "B"), ("pid", "I"),
     ("cgroup_id", "Q"), ("start_ns", "Q"), ("established_ns", "Q"), ("end_ns", "Q"),
     ("bytes_sent", "Q"), ("bytes_received", "Q"), ("retransmits", "I"), ("srtt_us", "I"),
     ("local_addr", "16s"), ("peer_addr", "16s"), ("local_port", "H"), ("peer_port", "H"),
-    ("resets_sent", "H"), ("resets_received", "H"),
+    ("resets_sent", "H"), ("resets_received", "H"), ("sock_id", "Q"), ("error", "H"), ("flags", "B"),
+    ("_pad", "5s"),
+))
+
+TCP_SOCK_STATE = Layout("tcp_sock_state", (
+    ("role", "B"), ("family", "B"), ("flags", "B"), ("_pad0", "B"), ("pid", "I"), ("cgroup_id", "Q"),
+    ("start_ns", "Q"), ("established_ns", "Q"), ("end_ns", "Q"), ("retransmits", "I"), ("resets_sent", "H"),
+    ("resets_received", "H"), ("local_addr", "16s"), ("peer_addr", "16s"), ("local_port", "H"),
+    ("peer_port", "H"), ("_pad1", "4s"),
 ))
 
 HTTP_EXCHANGE_HEADER_SIZE = 112

@@ -56,6 +56,21 @@ HTTP_PROBES: tuple[ProbeSpec, ...] = (
 )
 
 
+# TCP lifecycle. The kernel events are stable tracepoints with the socket and its addresses
+# as arguments; a kprobe on tcp_set_state would need struct walks for the same data, so these
+# specs have no kprobe variant (kprobe_symbol ""). accept/accept4 exits attribute the server
+# side of a connection to the process that accepted it.
+TCP_PROBES: tuple[ProbeSpec, ...] = (
+    ProbeSpec("tcp", "inet_sock_set_state", ("sock:inet_sock_set_state",), "", False, True),
+    ProbeSpec("tcp", "tcp_destroy_sock", ("tcp:tcp_destroy_sock",), "", False, True),
+    ProbeSpec("tcp", "tcp_retransmit_skb", ("tcp:tcp_retransmit_skb",), "", False, False),
+    ProbeSpec("tcp", "tcp_send_reset", ("tcp:tcp_send_reset",), "", False, False),
+    ProbeSpec("tcp", "tcp_receive_reset", ("tcp:tcp_receive_reset",), "", False, False),
+    ProbeSpec("tcp", "accept4", ("syscalls:sys_exit_accept4",), "", False, False),
+    ProbeSpec("tcp", "accept", ("syscalls:sys_exit_accept",), "", False, False),
+)
+
+
 def find_tracefs() -> Path | None:
     for candidate in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")):
         if (candidate / "events").is_dir():
@@ -95,7 +110,7 @@ def choose(specs: tuple[ProbeSpec, ...], kernel: KernelFeatures,
         if force == "tracepoint":
             method: AttachType | None = "tracepoint" if tp_ok else None
             reason = "tracepoint forced by configuration" if tp_ok else "tracepoint missing"
-        elif kp_ok and force != "tracepoint":
+        elif kp_ok:
             method, reason = "kprobe", f"kprobes available and {spec.kprobe_symbol} is traceable"
         elif tp_ok:
             why = ("kprobes not available in this kernel" if not kernel.kprobes

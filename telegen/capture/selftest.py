@@ -23,7 +23,7 @@ from telegen.pipeline import BoundedQueue
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = b"telegen selftest\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

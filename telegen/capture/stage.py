@@ -184,7 +184,8 @@ class CaptureStage:
             "http": {
                 "exchanges": counters["http_exchanges"], "emitted": counters["http_emitted"],
                 "without_response": counters["http_no_response"], "sampled_out": counters["http_sampled_out"],
-                "interim_responses": counters["http_interim"], "shed_permille": self.shed_permille,
+                "interim_responses": counters["http_interim"], "pipelined_merged": counters["http_pipelined"],
+                "shed_permille": self.shed_permille,
             },
             "error": self.error or None,
         }

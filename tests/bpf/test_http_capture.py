@@ -243,3 +243,29 @@ def test_kernel_shedding_keeps_exact_counts(capture: Capture) -> None:
     assert capture.wait(marker, 1, timeout=0.5) == []
     assert after["http_sampled_out"] - before["http_sampled_out"] >= 10
     assert after["http_exchanges"] - before["http_exchanges"] >= 10
+
+
+def test_pipelined_requests_are_counted(capture: Capture) -> None:
+    marker = uuid.uuid4().hex
+
+    def handle(conn: socket.socket) -> None:
+        time.sleep(0.1)  # both requests arrive before the first answer
+        data = b""
+        while data.count(b"\r\n\r\n") < 2:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na" * 2)
+
+    before = capture.stage.counters()["http_pipelined"]
+    host, port = serve(handle)
+    with socket.create_connection((host, port)) as c:
+        c.sendall(f"GET /pipe/{marker}/1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.02)
+        c.sendall(f"GET /pipe/{marker}/2 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while data.count(b"HTTP/1.1") < 2:
+            data += c.recv(4096)
+    assert capture.wait(marker, 1)  # reported (merged), not lost
+    assert capture.stage.counters()["http_pipelined"] > before

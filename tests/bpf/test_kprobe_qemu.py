@@ -85,9 +85,7 @@ def test_kprobe_path_in_vm(need_vm: None) -> None:
     ctx = f"{json.dumps(data, indent=1)[:6000]}\n{res.report()}"
     assert data["kernel"]["release"].startswith("6.1."), ctx
     assert data["kernel"]["kprobes"] is True, ctx
-    kprobes = [
-        p for p in data["programs"] if p.get("type") in ("kprobe", "kretprobe") and p.get("attached") is True
-    ]
+    kprobes = [p for p in data["programs"] if p.get("type") in ("kprobe", "kretprobe") and p.get("attached") is True]
     assert kprobes, f"no kprobe/kretprobe program attached\n{ctx}"
     exchanges = [
         x

@@ -51,11 +51,32 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     return proc
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def privilege_args() -> list[str]:
+    """`--privileged`, as documented; or its equivalent where the host cannot grant every capability.
+
+    Docker's --privileged asks runc for every capability it knows; in a sandbox whose own
+    bounding set lacks one (this machine lacks CAP_SYS_RESOURCE), runc then fails with
+    "unable to apply caps". The equivalent keeps everything else --privileged does.
+    """
+    bounding = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            bounding = int(line.split()[1], 16)
+    if bounding & (1 << CAP_SYS_RESOURCE):
+        return ["--privileged"]
+    return ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+            "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
+            "--device-cgroup-rule", "a *:* rwm"]
+
+
 def run_args(name: str, config: Path) -> list[str]:
     """The documented `docker run` line (docs/install.md), with a config listening on PORT."""
     return [
         "run", "-d", "--name", name,
-        "--privileged", "--pid=host", "--network", "host",
+        *privilege_args(), "--pid=host", "--network", "host",
         "-v", "/sys/kernel/tracing:/sys/kernel/tracing:ro",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
         "-v", "/proc:/host/proc:ro",
@@ -94,8 +115,8 @@ def agent(built_image: float, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config.chmod(0o644)
     name = f"telegen-e2e-{os.getpid()}"
     docker("rm", "-f", name, check=False)
-    docker(*run_args(name, config))
     try:
+        docker(*run_args(name, config))
         deadline = time.monotonic() + 240  # first start compiles the BPF programs
         while True:
             state = docker("inspect", "-f", "{{.State.Status}}", name).stdout.strip()

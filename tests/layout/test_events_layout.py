@@ -11,6 +11,7 @@ import pytest
 from telegen.capture.layouts import (
     HTTP_EXCHANGE_HEADER_SIZE,
     TCP_CONNECTION,
+    TCP_SOCK_STATE,
     Layout,
     http_conn_state_layout,
     http_exchange_layout,
@@ -49,11 +50,12 @@ def test_http_conn_state_matches_c(tmp_path: Path, capture_bytes: int) -> None:
     assert c == layout.offsets()
 
 
-def test_tcp_connection_matches_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", [TCP_CONNECTION, TCP_SOCK_STATE], ids=lambda lay: lay.name)
+def test_tcp_layouts_match_c(tmp_path: Path, layout: Layout) -> None:
     require(shutil.which("cc") is not None, "a host C compiler (cc)")
-    c = _c_offsets(tmp_path, TCP_CONNECTION, 256)
-    assert c.pop("__size__") == TCP_CONNECTION.size
-    assert c == TCP_CONNECTION.offsets()
+    c = _c_offsets(tmp_path, layout, 256)
+    assert c.pop("__size__") == layout.size
+    assert c == layout.offsets()
 
 
 def test_capture_bytes_must_be_power_of_two(tmp_path: Path) -> None:

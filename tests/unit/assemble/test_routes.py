@@ -79,7 +79,7 @@ _segment = st.one_of(
 )
 
 
-@settings(derandomize=True, max_examples=1000, deadline=None)
+@settings(derandomize=True, max_examples=500, deadline=None)
 @given(segments=st.lists(_segment, max_size=8))
 def test_folded_route_never_has_a_digit_only_segment(segments: list[str]) -> None:
     route = fold_path("/" + "/".join(segments))

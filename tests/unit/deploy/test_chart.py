@@ -38,7 +38,8 @@ def daemonset(values: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def agent_container(ds: dict[str, Any]) -> dict[str, Any]:
     (c,) = ds["spec"]["template"]["spec"]["containers"]
-    return c
+    container: dict[str, Any] = c
+    return container
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -148,7 +149,7 @@ def test_every_least_privilege_capability_has_its_reason_in_values() -> None:
 def test_bad_security_mode_is_refused() -> None:
     import helm_python as helm
 
-    with pytest.raises(helm.HelmError, match="securityContext.mode"):
+    with pytest.raises(helm.HelmError, match=r"securityContext\.mode"):
         render({"securityContext": {"mode": "yolo"}})
 
 

@@ -46,6 +46,8 @@ def test_layout(staged: tuple[Path, str]) -> None:
     hostenv = root / "opt/telegen/hostenv.sh"
     assert hostenv.stat().st_mode & stat.S_IXUSR
     assert (root / "opt/telegen/docs/install.md").is_file()
+    # the BPF C sources where the loader looks for them in an installed venv
+    assert (venv / "share/telegen/bpf/include/events.h").is_file()
 
     unit = root / "etc/systemd/system/telegen.service"
     assert unit.read_text() == (REPO / "deploy/telegen.service").read_text()

@@ -1,0 +1,132 @@
+"""telegen.capture.probes: attach-method choice per probe, kprobe first, tracepoint else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from telegen.capture.probes import (
+    HTTP_PROBES,
+    KernelFeatures,
+    ProbeSpec,
+    cflags_for,
+    choose,
+    detect_kernel,
+    tracepoint_exists,
+)
+
+READ = next(p for p in HTTP_PROBES if p.name == "read")
+CLOSE = next(p for p in HTTP_PROBES if p.name == "close")
+
+
+def _tracefs(root: Path, specs: tuple[ProbeSpec, ...] = HTTP_PROBES, kprobes: bool = False) -> Path:
+    for spec in specs:
+        for tp in spec.tracepoint:
+            category, _, event = tp.partition(":")
+            (root / "events" / category / event).mkdir(parents=True, exist_ok=True)
+    if kprobes:
+        (root / "kprobe_events").write_text("")
+    return root
+
+
+def _kernel(tracefs: Path | None, kprobes: bool, traceable: frozenset[str] = frozenset()) -> KernelFeatures:
+    return KernelFeatures("6.1.0-test", kprobes, True, tracefs, traceable)
+
+
+def test_probe_table_shape() -> None:
+    names = {p.name for p in HTTP_PROBES}
+    assert {"read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
+            "accept4", "connect", "close"} <= names
+    assert READ.tracepoint == ("syscalls:sys_enter_read", "syscalls:sys_exit_read")
+    assert READ.kprobe_symbol == "__x64_sys_read" and READ.kretprobe
+    assert CLOSE.tracepoint == ("syscalls:sys_enter_close",) and not CLOSE.kretprobe
+
+
+def test_kprobes_available_and_traceable_choose_kprobe(tmp_path: Path) -> None:
+    choices = choose(HTTP_PROBES, _kernel(_tracefs(tmp_path), kprobes=True))
+    assert {c.method for c in choices} == {"kprobe"}
+    read = next(c for c in choices if c.spec.name == "read")
+    assert read.reason == "kprobes available and __x64_sys_read is traceable"
+
+
+def test_no_kprobes_falls_back_to_tracepoint(tmp_path: Path) -> None:
+    choices = choose(HTTP_PROBES, _kernel(_tracefs(tmp_path), kprobes=False))
+    assert {c.method for c in choices} == {"tracepoint"}
+    assert {c.reason for c in choices} == {"kprobes not available in this kernel"}
+
+
+def test_untraceable_symbol_falls_back_per_probe(tmp_path: Path) -> None:
+    traceable = frozenset({"__x64_sys_write"})
+    choices = {c.spec.name: c for c in choose(HTTP_PROBES, _kernel(_tracefs(tmp_path), True, traceable))}
+    assert choices["write"].method == "kprobe"
+    assert choices["read"].method == "tracepoint"
+    assert choices["read"].reason == "__x64_sys_read is not traceable"
+
+
+def test_neither_gives_none(tmp_path: Path) -> None:
+    (tmp_path / "events").mkdir()
+    choices = choose((READ,), _kernel(tmp_path, kprobes=False))
+    assert choices[0].method is None
+    assert "neither" in choices[0].reason
+    assert choose((READ,), _kernel(None, kprobes=False))[0].method is None
+
+
+def test_missing_exit_tracepoint_means_no_tracepoint(tmp_path: Path) -> None:
+    (tmp_path / "events" / "syscalls" / "sys_enter_read").mkdir(parents=True)
+    assert choose((READ,), _kernel(tmp_path, kprobes=False))[0].method is None
+
+
+def test_forced_tracepoint(tmp_path: Path) -> None:
+    choices = choose((READ,), _kernel(_tracefs(tmp_path), kprobes=True), force="tracepoint")
+    assert (choices[0].method, choices[0].reason) == ("tracepoint", "tracepoint forced by configuration")
+    (tmp_path / "empty" / "events").mkdir(parents=True)
+    forced_missing = choose((READ,), _kernel(tmp_path / "empty", kprobes=True), force="tracepoint")
+    assert forced_missing[0].method is None
+
+
+def test_cflags_for_plan(tmp_path: Path) -> None:
+    kernel = _kernel(_tracefs(tmp_path), True, frozenset({"__x64_sys_read"}))
+    choices = choose((READ, CLOSE), kernel)
+    assert cflags_for(choices) == ["-DKP_read", "-DTP_close"]
+    (tmp_path / "none" / "events").mkdir(parents=True)
+    assert cflags_for(choose((READ,), _kernel(tmp_path / "none", False))) == []
+
+
+def test_symbol_traceable_without_list_trusts_kprobes() -> None:
+    k = _kernel(None, True)
+    assert k.symbol_traceable("__x64_sys_read")
+    assert not _kernel(None, True, frozenset({"x"})).symbol_traceable("__x64_sys_read")
+
+
+def test_tracepoint_exists(tmp_path: Path) -> None:
+    _tracefs(tmp_path, (READ,))
+    assert tracepoint_exists(tmp_path, "syscalls:sys_enter_read")
+    assert not tracepoint_exists(tmp_path, "syscalls:sys_enter_nope")
+    assert not tracepoint_exists(None, "syscalls:sys_enter_read")
+
+
+def test_detect_kernel_on_fixture_tracefs(tmp_path: Path) -> None:
+    _tracefs(tmp_path, kprobes=True)
+    (tmp_path / "available_filter_functions").write_text(
+        "__x64_sys_read\n__x64_sys_write [kernel]\ntcp_sendmsg\n", encoding="ascii")
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(b"")
+    k = detect_kernel(tmp_path, btf_path=btf)
+    assert k.kprobes and k.btf and k.tracefs == tmp_path
+    assert k.traceable == frozenset({"__x64_sys_read", "__x64_sys_write"})
+    choices = {c.spec.name: c.method for c in choose(HTTP_PROBES, k)}
+    assert choices["read"] == "kprobe" and choices["connect"] == "tracepoint"
+
+
+def test_detect_kernel_without_kprobes(tmp_path: Path) -> None:
+    _tracefs(tmp_path)
+    k = detect_kernel(tmp_path, btf_path=tmp_path / "missing")
+    assert not k.kprobes and not k.btf and k.traceable == frozenset()
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_required_flag_is_carried(required: bool, tmp_path: Path) -> None:
+    spec = ProbeSpec("http", "x", ("syscalls:sys_enter_x",), "", False, required)
+    (choice,) = choose((spec,), _kernel(tmp_path, kprobes=True))
+    assert choice.spec.required is required and choice.method is None  # no kprobe symbol, no tracepoint

@@ -1,0 +1,123 @@
+"""telegen.capture.sweep.IdleSweeper: finished-but-idle pairing-map entries become exchange records."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import pytest
+
+from telegen.capture.layouts import (
+    HTTP_FLAG_HAS_RESPONSE,
+    HTTP_FLAG_IDLE_SWEPT,
+    ST_IDLE,
+    ST_REQUEST,
+    ST_RESPONSE,
+    http_conn_state_layout,
+)
+from telegen.capture.sweep import IdleSweeper
+from telegen.decode.records import AF_INET, AF_INET6, RecordDecoder
+
+CAP = 64
+IDLE = 250_000_000
+NOW = 10_000_000_000
+REQ = b"GET /idle HTTP/1.1\r\nHost: a\r\n\r\n"
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def state(cap: int = CAP, **fields: Any) -> bytes:
+    values: dict[str, Any] = {
+        "role": 1, "state": ST_RESPONSE, "flags": 0, "family": AF_INET, "sampled": 1, "_pad0": b"",
+        "tid": 77, "local_port": 8080, "peer_port": 40000, "req_len": len(REQ), "resp_len": len(RESP),
+        "sample_permille": 1000, "_pad1": b"", "cgroup_id": 5,
+        "start_ns": NOW - 2 * IDLE, "resp_start_ns": NOW - 2 * IDLE + 10, "end_ns": NOW - IDLE - 1,
+        "req_size": len(REQ), "resp_size": len(RESP),
+        "local_addr": socket.inet_aton("127.0.0.1").ljust(16, b"\0"),
+        "peer_addr": socket.inet_aton("127.0.0.2").ljust(16, b"\0"),
+        "req": REQ, "resp": RESP,
+    }
+    values.update(fields)
+    layout = http_conn_state_layout(cap)
+    return struct.pack(layout.format, *(values[name] for name, _ in layout.fields))
+
+
+def key(pid: int, fd: int) -> int:
+    return pid << 32 | fd
+
+
+def test_idle_finished_entry_becomes_a_decodable_record() -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    records, done = sweeper.sweep([(key(4242, 9), state())], now_ns=NOW)
+    assert done == [key(4242, 9)]
+    (ex,) = RecordDecoder(CAP).decode(records)
+    assert (ex.pid, ex.fd, ex.tid, ex.cgroup_id) == (4242, 9, 77, 5)
+    assert ex.flags & HTTP_FLAG_HAS_RESPONSE and ex.flags & HTTP_FLAG_IDLE_SWEPT
+    assert (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port) == ("127.0.0.1", 8080, "127.0.0.2", 40000)
+    assert ex.request == REQ and ex.response == RESP
+    assert ex.end_ns == NOW - IDLE - 1
+    assert sweeper.emitted == 1
+
+
+@pytest.mark.parametrize("fields", [
+    {"state": ST_IDLE}, {"state": ST_REQUEST},
+    {"end_ns": NOW - IDLE + 1},  # not idle long enough
+    {"end_ns": 0},  # response not finished
+])
+def test_entries_not_finished_or_not_idle_are_left_alone(fields: dict[str, int]) -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    assert sweeper.sweep([(key(1, 1), state(**fields))], now_ns=NOW) == ([], [])
+    assert sweeper.emitted == 0
+
+
+def test_exactly_at_threshold_is_swept() -> None:
+    records, done = IdleSweeper(CAP, IDLE).sweep([(1, state(end_ns=NOW - IDLE))], now_ns=NOW)
+    assert len(records) == 1 and done == [1]
+
+
+def test_unsampled_entries_are_deleted_and_counted_not_emitted() -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    records, done = sweeper.sweep([(1, state(sampled=0)), (2, state())], now_ns=NOW)
+    assert done == [1, 2]
+    assert len(records) == 1
+    assert (sweeper.sampled_out, sweeper.emitted) == (1, 1)
+
+
+def test_short_values_are_skipped() -> None:
+    assert IdleSweeper(CAP, IDLE).sweep([(1, state()[:-1]), (2, b"")], now_ns=NOW) == ([], [])
+
+
+def test_payload_longer_than_capture_is_trimmed() -> None:
+    # the map keeps 2*cap bytes of each side; the event carries only cap
+    big_req = b"GET /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n"
+    raw = state(req=big_req, req_len=len(big_req), req_size=len(big_req))
+    records, _ = IdleSweeper(CAP, IDLE).sweep([(1, raw)], now_ns=NOW)
+    dec = RecordDecoder(CAP)
+    (ex,) = dec.decode(records)
+    assert ex.request == big_req[:CAP]
+    assert ex.req_size == len(big_req)
+    assert not dec.errors
+
+
+def test_ipv6_entry() -> None:
+    raw = state(family=AF_INET6, local_addr=socket.inet_pton(socket.AF_INET6, "::1"),
+                peer_addr=socket.inet_pton(socket.AF_INET6, "fe80::2"))
+    records, _ = IdleSweeper(CAP, IDLE).sweep([(1, raw)], now_ns=NOW)
+    (ex,) = RecordDecoder(CAP).decode(records)
+    assert (ex.local_addr, ex.peer_addr) == ("::1", "fe80::2")
+
+
+def test_default_now_is_monotonic_clock() -> None:
+    import time
+
+    raw = state(end_ns=max(1, time.monotonic_ns() - 10 * IDLE))
+    records, done = IdleSweeper(CAP, IDLE).sweep([(1, raw)])
+    assert len(records) == 1 and done == [1]
+
+
+def test_mixed_batch() -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    items = [(key(1, i), state(state=ST_RESPONSE if i % 2 else ST_REQUEST)) for i in range(10)]
+    records, done = sweeper.sweep(items, now_ns=NOW)
+    assert done == [key(1, i) for i in range(1, 10, 2)]
+    assert [ex.fd for ex in RecordDecoder(CAP).decode(records)] == [1, 3, 5, 7, 9]
