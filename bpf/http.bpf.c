@@ -6,7 +6,6 @@
  * and the OFF_* struct offsets read from BTF (see include/sock_walk.h).
  */
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 
 #include "events.h"
 #include "sock_walk.h"
@@ -68,7 +67,8 @@ static __always_inline int is_self(__u64 pid_tgid)
 static __always_inline void append(__u8 *dst, __u16 *len, const void *src, __u64 n)
 {
     __u32 off = *len;
-    __u32 take;
+    __u64 take; /* 64-bit and re-checked after a barrier: older verifiers (6.1) otherwise see
+                 * the unbounded syscall length in the size register */
 
     if (off >= CAPTURE_BYTES || !src || !n)
         return;
@@ -76,8 +76,9 @@ static __always_inline void append(__u8 *dst, __u16 *len, const void *src, __u64
     if (n < take)
         take = n;
     off &= (CAPTURE_BYTES - 1);
+    asm volatile("" : "+r"(take));
     if (take > CAPTURE_BYTES)
-        take = CAPTURE_BYTES;
+        return;
     if (bpf_probe_read_user(dst + off, take, src) == 0)
         *len = off + take;
 }

@@ -22,17 +22,24 @@ from telegen.api.server import ApiServer
 from telegen.assemble.http import HttpSpanBuilder
 from telegen.assemble.red import RedMetrics
 from telegen.assemble.routes import RouteResolver
+from telegen.assemble.tcp import ConnectionIndex, PeerFolder, TcpMetrics
+from telegen.assemble.topology import Topology
 from telegen.buildinfo import build_info
 from telegen.capture.stage import CaptureStage
+from telegen.capture.tcp_stage import TcpCaptureStage
 from telegen.config import Config, LoadedConfig
 from telegen.control import FlushResult, ReloadApplyError, ReloadResult
 from telegen.decode.records import RecordDecoder
+from telegen.decode.tcp_records import TcpDecoder
 from telegen.discovery.stage import DiscoveryOptions, DiscoveryStage
 from telegen.export.exporter import ExportStage
 from telegen.logs import RepeatFilter
+from telegen.netif import NetworkInterfaces
 from telegen.pipeline import BoundedQueue
 from telegen.processing import ProcessingWorker
 from telegen.selfmetrics import SelfCollector
+from telegen.signals import MetricSource
+from telegen.tcp_worker import LocalAddresses, TcpWorker, merge_ebpf_status
 from telegen.timefmt import go_duration, rfc3339
 
 log = logging.getLogger(__name__)
@@ -56,18 +63,40 @@ class Agent:
         self.records: BoundedQueue[bytes] = BoundedQueue("records", 65536, "drop_newest")
         self.red = RedMetrics()
         self.discovery = DiscoveryStage(cfg, cfg.node_name or None, options=self._discovery_options(cfg))
-        self.export = ExportStage(cfg, [self.red])
-        self.capture: CaptureStage | None = (CaptureStage(cfg.agent.ebpf, self.records)
-                                             if cfg.agent.ebpf.enabled and cfg.agent.ebpf.http.enabled else None)
+        ebpf = cfg.agent.ebpf
+        self.local_addresses = LocalAddresses()
+        self.tcp_metrics = TcpMetrics(PeerFolder(self.local_addresses))
+        self.topology = Topology(self.tcp_metrics.peers.is_local)
+        self.netif = NetworkInterfaces(self.discovery.enricher.resource_for(0)) if ebpf.network.enabled else None
+        sources: list[MetricSource] = [self.red, self.tcp_metrics, *([self.netif] if self.netif else [])]
+        self.export = ExportStage(cfg, sources)
+        self.capture: CaptureStage | None = (CaptureStage(ebpf, self.records)
+                                             if ebpf.enabled and ebpf.http.enabled else None)
         self.builder = HttpSpanBuilder(self._routes(cfg), cfg.agent.http.capture_query)
         self.processing = ProcessingWorker(
-            self.records, RecordDecoder(cfg.agent.ebpf.capture_bytes), self.builder, self.red,
+            self.records, RecordDecoder(ebpf.capture_bytes), self.builder, self.red,
             self.discovery.enricher.enrich_spans, self.export.submit_spans,
-            self.capture.set_shed if self.capture else None, cfg.agent.ebpf.cpu_budget)
+            self.capture.set_shed if self.capture else None, ebpf.cpu_budget)
+        self.processing.span_observers.append(self.topology.observe_spans)
+        self._build_tcp(cfg)
         self.api = ApiServer(self, cfg.self_telemetry)
         self.registry.register(SelfCollector(self._self_metrics))
         for collector in [*self.export.collectors(), *self.discovery.collectors()]:
             self.registry.register(collector)
+
+    def _build_tcp(self, cfg: Config) -> None:
+        """TCP lifecycle capture and its worker; the HTTP builder joins spans to its connections."""
+        ebpf = cfg.agent.ebpf
+        self.tcp_records: BoundedQueue[bytes] = BoundedQueue("tcp_records", 65536, "drop_newest")
+        self.tcp_capture = TcpCaptureStage(ebpf, self.tcp_records) if ebpf.enabled and ebpf.tcp.enabled else None
+        tcp_capture = self.tcp_capture
+        self.conn_index = ConnectionIndex((lambda: tcp_capture.live(0.25)) if tcp_capture else None)
+        self.tcp_worker = TcpWorker(
+            self.tcp_records, TcpDecoder(), self.tcp_metrics, self.topology, self.conn_index,
+            self.discovery.enricher.resource_for, self.discovery.enricher.enrich_logs, self.export.submit_logs,
+            tcp_capture.live if tcp_capture else None) if tcp_capture else None
+        if tcp_capture:
+            self.builder.connection_lookup = self.conn_index.lookup
 
     @staticmethod
     def _discovery_options(cfg: Config) -> DiscoveryOptions:
@@ -89,6 +118,9 @@ class Agent:
         self.export.start()
         if self.capture:
             self.capture.start()
+        if self.tcp_capture and self.tcp_worker:
+            self.tcp_capture.start()
+            self.tcp_worker.start()
         self.processing.start()
         self.api.start()
         host, port = self.api.bound_address
@@ -102,6 +134,9 @@ class Agent:
         deadline = time.monotonic() + self._config.shutdown_grace_seconds
         if self.capture:
             self.capture.stop(timeout=2.0)
+        if self.tcp_capture and self.tcp_worker:
+            self.tcp_capture.stop(timeout=2.0)
+            self.tcp_worker.stop(timeout=2.0)
         self.processing.stop(timeout=max(0.5, deadline - time.monotonic()))
         self.export.stop(timeout=max(0.5, deadline - time.monotonic() - 0.5))
         self.discovery.stop(timeout=1.0)
@@ -174,6 +209,8 @@ class Agent:
         checks = [self.processing.healthy(), self.api.healthy(), self.export.healthy()]
         if self.capture:
             checks.append(self.capture.healthy())
+        if self.tcp_capture and self.tcp_worker:
+            checks += [self.tcp_capture.healthy(), self.tcp_worker.healthy()]
         for ok, reason in checks:
             if not ok:
                 return False, reason
@@ -187,7 +224,7 @@ class Agent:
         if section == "status":
             return self._status()
         if section == "ebpf":
-            return self.capture.status() if self.capture else {
+            return self._ebpf_status() or {
                 "enabled": False, "kernel": {"release": os.uname().release}, "programs": [], "maps": [],
                 "ringbuf": {"size": 0, "events_received": 0, "events_lost": 0}}
         if section == "export":
@@ -195,13 +232,13 @@ class Agent:
         if section == "discovery":
             return self.discovery.status()
         if section == "topology":
-            return {"nodes": [], "edges": [], "window_seconds": 300}
+            return self.topology.snapshot()
         raise KeyError(section)
 
     def _status(self) -> dict[str, Any]:
         cfg = self._config
         uptime = int(time.time() - self.started)
-        ebpf = self.capture.status() if self.capture else None
+        ebpf = self._ebpf_status()
         export = self.export.status()
         queues = export.get("queues", {})
         return {
@@ -221,6 +258,19 @@ class Agent:
             "started": rfc3339(self.started),
         }
 
+    def _ebpf_status(self) -> dict[str, Any] | None:
+        tcp = None
+        if self.tcp_capture and self.tcp_worker:
+            tcp = self.tcp_capture.status()
+            tcp["tcp"] = {**tcp["tcp"], **self.tcp_worker.status()}
+        return merge_ebpf_status(self.capture.status() if self.capture else None, tcp)
+
+    def _tcp_loss(self) -> dict[str, tuple[int, dict[str, int]]]:
+        if not self.tcp_capture or not self.tcp_capture.reader:
+            return {}
+        ring = self.tcp_capture.status()["ringbuf"]
+        return {"tcp": (self.tcp_capture.reader.received, dict(ring["lost_by_reason"]))}
+
     def _self_metrics(self) -> dict[str, Any]:
         counters = self.capture.counters() if self.capture else {}
         lost: dict[str, int] = {}
@@ -229,7 +279,8 @@ class Agent:
             lost = dict(ring["lost_by_reason"])
         return {
             "spans_collected": self.processing.spans_collected,
-            "ebpf": {"http": (self.capture.reader.received if self.capture and self.capture.reader else 0, lost)},
+            "ebpf": {"http": (self.capture.reader.received if self.capture and self.capture.reader else 0, lost),
+                     **self._tcp_loss()},
             "exchanges": {"http": (counters.get("http_exchanges", 0), counters.get("http_sampled_out", 0))},
             "shed_permille": self.capture.shed_permille if self.capture else 0,
             "decode_errors": self.processing.decode_errors(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 from telegen.assemble.tcp import ConnectionIndex, TcpMetrics, log_records
 from telegen.assemble.topology import Topology
+from telegen.capture.stage import kernel_headers
 from telegen.clock import MonotonicToWall
 from telegen.decode.tcp_records import TcpConnection, TcpDecoder
 from telegen.pipeline import BoundedQueue
@@ -123,3 +125,47 @@ class TcpWorker:
         return {"connections": self.connections, "log_records": self.logs, "queue": self.records.stats(),
                 "errors": dict(self.errors), "metrics": self.metrics.stats(),
                 "join": {"hits": self.index.hits, "misses": self.index.misses}}
+
+
+class LocalAddresses:
+    """The host namespace's addresses, re-read over netlink at most every `ttl` seconds."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.ttl = ttl
+        self._addrs: frozenset[str] = frozenset()
+        self._at = -1e9
+
+    def __call__(self) -> frozenset[str]:
+        now = time.monotonic()
+        if now - self._at >= self.ttl:
+            self._at = now
+            try:
+                from telegen.netif import read_namespace
+
+                self._addrs = frozenset(read_namespace(None)[1])
+            except Exception as exc:  # keep the last answer
+                log.debug("reading local addresses: %s", exc)
+        return self._addrs
+
+
+def merge_ebpf_status(http: dict[str, Any] | None, tcp: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One /status/ebpf from the HTTP and TCP capture stages (programs, maps, ring buffers, loss)."""
+    if tcp is None:
+        return http
+    if http is None:
+        http = {"enabled": True, "kernel": {"release": os.uname().release, "btf": True, "kprobes": False,
+                                            "headers": kernel_headers()},
+                "programs": [], "maps": [], "ringbuf": {"size": 0, "events_received": 0, "events_lost": 0,
+                                                        "lost_by_reason": {}, "dropped_in_agent": 0}}
+    out = dict(http)
+    out["programs"] = [*http["programs"], *tcp["programs"]]
+    out["maps"] = [*http["maps"], *tcp["maps"]]
+    ring, tring = dict(http["ringbuf"]), tcp["ringbuf"]
+    for key in ("size", "events_received", "events_lost", "dropped_in_agent"):
+        ring[key] = ring.get(key, 0) + tring.get(key, 0)
+    ring["lost_by_reason"] = {**ring.get("lost_by_reason", {}), **tring["lost_by_reason"]}
+    out["ringbuf"] = ring
+    out["tcp"] = tcp["tcp"]
+    if tcp.get("error") and not out.get("error"):
+        out["error"] = tcp["error"]
+    return out

@@ -76,7 +76,7 @@ class PeerFolder:
 
 
 class _Hist:
-    __slots__ = ("counts", "sum", "count")
+    __slots__ = ("count", "counts", "sum")
 
     def __init__(self, n: int) -> None:
         self.counts = [0] * (n + 1)

@@ -65,7 +65,7 @@ class _Agg:
 
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
+    idx = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return round(ordered[idx], 3)
 
 

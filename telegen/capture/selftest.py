@@ -8,6 +8,7 @@ import argparse
 import http.client
 import http.server
 import json
+import os
 import sys
 import threading
 import time
@@ -58,6 +59,8 @@ def run(timeout: float = 10.0) -> dict[str, Any]:
                 req, resp = parse_request(ex.request), parse_response(ex.response)
             except DecodeError:
                 continue
+            if ex.pid != os.getpid():
+                continue  # the node's other traffic is not this test's
             exchanges.append({"role": "server" if ex.role == 1 else "client", "method": req.method,
                               "path": req.target, "status": resp.status, "pid": ex.pid,
                               "local": f"{ex.local_addr}:{ex.local_port}", "peer": f"{ex.peer_addr}:{ex.peer_port}"})

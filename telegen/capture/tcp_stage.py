@@ -64,7 +64,9 @@ class TcpCaptureStage:
         self.kernel = detect_kernel(load_symbols=False)
         if self.kernel.tracefs is None:
             raise LoadError("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)")
-        self.choices = choose(TCP_PROBES, self.kernel, force="tracepoint")
+        self.choices = [ProbeChoice(c.spec, c.method, "stable tracepoint; this probe has no kprobe variant")
+                        if self.kernel.kprobes and c.method == "tracepoint" and not c.spec.kprobe_symbol else c
+                        for c in choose(TCP_PROBES, self.kernel)]
         missing = [c for c in self.choices if c.method is None and c.spec.required]
         if missing:
             raise LoadError("required TCP probes unavailable: " + ", ".join(f"{c.spec.name} ({c.reason})"
