@@ -78,11 +78,31 @@ static __always_inline __u64 sock_net(__u64 sk)
     return net;
 }
 
-/* The record for a socket; counters are read from the tcp_sock itself. */
+/* Payload bytes and RTT from the tcp_sock itself, into the state (at CLOSE, before
+ * tcp_disconnect() zeroes them). */
+static __always_inline void read_counters(struct tcp_sock_state *st, __u64 sk)
+{
+    __u64 sent = 0, received = 0, ctl;
+    __u32 srtt = 0;
+
+    bpf_probe_read_kernel(&srtt, sizeof(srtt), (char *)sk + OFF_TCP_SRTT_US);
+    st->srtt_us = srtt >> 3;
+    if (!st->established_ns)
+        return;
+    /* The counters cover sequence space: the client's SYN and each FIN take one. Take them
+     * out so the record says payload bytes. */
+    bpf_probe_read_kernel(&sent, sizeof(sent), (char *)sk + OFF_TCP_BYTES_ACKED);
+    bpf_probe_read_kernel(&received, sizeof(received), (char *)sk + OFF_TCP_BYTES_RECEIVED);
+    ctl = (st->role == ROLE_CLIENT ? 1 : 0) + (st->flags & TG_FLAG_FIN_ACKED ? 1 : 0);
+    st->bytes_sent = sent >= ctl ? sent - ctl : 0;
+    ctl = st->flags & TG_FLAG_FIN_RCVD ? 1 : 0;
+    st->bytes_received = received >= ctl ? received - ctl : 0;
+}
+
+/* The record for a socket, from its state. */
 static __always_inline void emit(struct tcp_sock_state *st, __u64 sk, __u8 outcome)
 {
     struct tcp_connection_event *ev = tcp_events.ringbuf_reserve(sizeof(struct tcp_connection_event));
-    __u32 srtt = 0;
     int err = 0;
 
     if (!ev) {
@@ -98,23 +118,13 @@ static __always_inline void emit(struct tcp_sock_state *st, __u64 sk, __u8 outco
     ev->start_ns = st->start_ns;
     ev->established_ns = st->established_ns;
     ev->end_ns = st->end_ns ? st->end_ns : bpf_ktime_get_ns();
-    ev->bytes_sent = 0;
-    ev->bytes_received = 0;
-    if (st->established_ns) {
-        /* The kernel's counters cover sequence space: the client's SYN and each FIN take
-         * one. Take them out so the record says payload bytes. */
-        __u64 sent = 0, received = 0, ctl = 0;
-        bpf_probe_read_kernel(&sent, sizeof(sent), (char *)sk + OFF_TCP_BYTES_ACKED);
-        bpf_probe_read_kernel(&received, sizeof(received), (char *)sk + OFF_TCP_BYTES_RECEIVED);
-        ctl = (st->role == ROLE_CLIENT ? 1 : 0) + (st->flags & TG_FLAG_FIN_ACKED ? 1 : 0);
-        ev->bytes_sent = sent >= ctl ? sent - ctl : 0;
-        ctl = st->flags & TG_FLAG_FIN_RCVD ? 1 : 0;
-        ev->bytes_received = received >= ctl ? received - ctl : 0;
-    }
-    bpf_probe_read_kernel(&srtt, sizeof(srtt), (char *)sk + OFF_TCP_SRTT_US);
+    if (!(st->flags & TG_FLAG_CLOSED))
+        read_counters(st, sk); /* still open (connect() again) or never established */
     bpf_probe_read_kernel(&err, sizeof(err), (char *)sk + OFF_SK_ERR);
+    ev->bytes_sent = st->bytes_sent;
+    ev->bytes_received = st->bytes_received;
     ev->retransmits = st->retransmits;
-    ev->srtt_us = srtt >> 3;
+    ev->srtt_us = st->srtt_us;
     __builtin_memcpy(ev->local_addr, st->local_addr, 16);
     __builtin_memcpy(ev->peer_addr, st->peer_addr, 16);
     ev->local_port = st->local_port;
@@ -235,6 +245,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         if ((old == TG_TCP_LAST_ACK || old == TG_TCP_CLOSING) && !st->resets_received && !err)
             st->flags |= TG_FLAG_FIN_ACKED;
     }
+    read_counters(st, sk);
     if (old == TG_TCP_SYN_SENT) {
         COPY_ADDRS(st, args);
         count(CNT_TCP_FAILED);

@@ -13,7 +13,7 @@ def rfc3339(ts: float | None) -> str | None:
 
 def go_duration(seconds: float) -> str:
     """24h15m30s style, as Go's time.Duration prints whole seconds."""
-    total = int(seconds)
+    total = max(0, int(seconds))
     h, rem = divmod(total, 3600)
     m, s = divmod(rem, 60)
     if h:

@@ -182,9 +182,11 @@ struct tcp_sock_state {
     __u8 peer_addr[16];
     __u16 local_port;
     __u16 peer_port;
-    __u8 _pad1[4];
+    __u32 srtt_us;       /* these three are read from the tcp_sock at CLOSE: tcp_disconnect() */
+    __u64 bytes_sent;    /* (SO_LINGER 0, connect(AF_UNSPEC)) zeroes the socket's own right after */
+    __u64 bytes_received;
 };
 
-_Static_assert(sizeof(struct tcp_sock_state) == 88, "tcp_sock_state size");
+_Static_assert(sizeof(struct tcp_sock_state) == 104, "tcp_sock_state size");
 
 #endif

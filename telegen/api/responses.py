@@ -57,18 +57,6 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def go_duration(seconds: float) -> str:
-    """Go's time.Duration.String() at second precision: '24h15m30s', '5m0s', '0s'."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
 def jsonable(value: Any) -> Any:
     """Plain JSON tree: datetimes as RFC 3339, tuples/sets as lists, NaN/inf as null."""
     if value is None or isinstance(value, bool | int | str):

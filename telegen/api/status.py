@@ -12,7 +12,8 @@ from aiohttp import web
 
 from telegen.api.context import ApiContext
 from telegen.api.redact import redact
-from telegen.api.responses import ApiError, go_duration, json_response
+from telegen.api.responses import ApiError, json_response
+from telegen.timefmt import go_duration
 
 
 async def status(request: web.BaseRequest, ctx: ApiContext) -> web.StreamResponse:

@@ -97,7 +97,7 @@ TCP_SOCK_STATE = Layout("tcp_sock_state", (
     ("role", "B"), ("family", "B"), ("flags", "B"), ("_pad0", "B"), ("pid", "I"), ("cgroup_id", "Q"),
     ("start_ns", "Q"), ("established_ns", "Q"), ("end_ns", "Q"), ("retransmits", "I"), ("resets_sent", "H"),
     ("resets_received", "H"), ("local_addr", "16s"), ("peer_addr", "16s"), ("local_port", "H"),
-    ("peer_port", "H"), ("_pad1", "4s"),
+    ("peer_port", "H"), ("srtt_us", "I"), ("bytes_sent", "Q"), ("bytes_received", "Q"),
 ))
 
 HTTP_EXCHANGE_HEADER_SIZE = 112

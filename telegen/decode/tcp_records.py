@@ -129,7 +129,7 @@ class TcpDecoder:
                 self.errors["tcp_state_size"] += 1
                 continue
             (role, family, flags, _p0, pid, cgroup_id, start, established, end, retrans, rst_sent, rst_recv,
-             laddr, paddr, lport, pport, _p1) = unpack(raw[:size])
+             laddr, paddr, lport, pport, _srtt, _sent, _received) = unpack(raw[:size])
             if end or not established or family not in (AF_INET, AF_INET6):
                 continue
             out.append(TcpConnection(role, TCP_OUTCOME_OPEN, pid, cgroup_id, start, established, now_ns, 0, 0,

@@ -19,6 +19,7 @@ from telegen.export.prometheus import ExportSelfCollector, WorkloadCollector
 from telegen.export.sender import DEFAULT_MAX_REQUEST_BYTES, OtlpSender, RetryPolicy, parse_endpoint
 from telegen.pipeline import OverflowPolicy
 from telegen.signals import LogRecordItem, MetricSource, SpanRecord
+from telegen.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ POLICIES: dict[Signal, OverflowPolicy] = {
     "traces": "drop_newest", "logs": "drop_newest", "metrics": "drop_oldest",
 }
 _COSTS: dict[Signal, Callable[[Any], int]] = {"traces": span_cost, "logs": log_cost, "metrics": metric_cost}
-
-
-def rfc3339(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _mode(config: Config) -> str:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from telegen.api.context import Limits
 from telegen.api.redact import REDACTED, redact
-from telegen.api.responses import go_duration, jsonable
+from telegen.api.responses import jsonable
+from telegen.timefmt import go_duration
 from telegen.config import validate
 from tests.unit.api.fake_control import EBPF, EXPORT, FakeControl
 from tests.unit.api.helpers import Client, assert_error, running
