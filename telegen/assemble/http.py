@@ -9,13 +9,22 @@ header at all. Server spans from local peers wait briefly for their client's spa
 from __future__ import annotations
 
 import collections
-import os
+import random
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from telegen.assemble.http_parse import KNOWN_METHODS, DecodeError, content_length, parse_request, parse_response
+from telegen.assemble.http_parse import (
+    KNOWN_METHODS,
+    DecodeError,
+    RequestHead,
+    ResponseHead,
+    content_length,
+    parse_request,
+    parse_response,
+)
 from telegen.assemble.routes import RouteResolver
 from telegen.capture.layouts import HTTP_FLAG_HAS_RESPONSE, ROLE_SERVER
 from telegen.decode.records import HttpExchange
@@ -23,6 +32,8 @@ from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, At
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 LOCAL_MATCH_WAIT_NS = 300_000_000  # how long a server span with a local peer waits for its client
+HEAD_CACHE_ENTRIES = 4096  # parsed heads by their raw bytes: load is mostly the same few requests
+_ids = random.Random()  # span/trace ids need uniqueness, not secrecy: no syscall per span
 _Tuple = tuple[str, int, str, int]  # client addr, client port, server addr, server port
 # Optional L4 join: (4-tuple, is client side) -> (connect seconds or None, retransmits) or None.
 ConnectionLookup = Callable[[_Tuple, bool], "tuple[float | None, int] | None"]
@@ -33,6 +44,10 @@ class _Pending:
     span: SpanRecord
     key: _Tuple
     deadline: float
+    done: bool = False
+
+
+MAX_PENDING = 20000
 
 
 def _split_host(header: str) -> tuple[str, int]:
@@ -63,8 +78,13 @@ class HttpSpanBuilder:
         # Recent client spans by 4-tuple: (start, end, trace id, span id); bounded FIFO.
         self._clients: collections.OrderedDict[_Tuple, list[tuple[int, int, bytes, bytes]]] = \
             collections.OrderedDict()
-        self._pending: list[_Pending] = []
+        # Server spans waiting for their client: by 4-tuple (matched when the client arrives)
+        # and in deadline order (released when they expire). Both O(1) per span.
+        self._pending_by_key: dict[_Tuple, list[_Pending]] = {}
+        self._pending_order: collections.deque[_Pending] = collections.deque()
         self.spans_built = 0
+        self._requests: dict[bytes, RequestHead | str] = {}
+        self._responses: dict[bytes, ResponseHead | str] = {}
         self.connection_lookup: ConnectionLookup | None = None
 
     def _is_local(self, addr: str) -> bool:
@@ -80,29 +100,50 @@ class HttpSpanBuilder:
                 continue
             if ex.role == ROLE_SERVER:
                 servers.append((span, (ex.peer_addr, ex.peer_port, ex.local_addr, ex.local_port)))
-            else:
-                self._remember_client(span, (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port))
-                ready.append(span)
+                continue
+            key = (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port)
+            self._remember_client(span, key)
+            ready.append(span)
+            waiting = self._pending_by_key.get(key)
+            if waiting:
+                for pending in waiting:
+                    if not pending.done and self._link(pending.span, key):
+                        pending.done = True
+                        ready.append(pending.span)
+                waiting[:] = [p for p in waiting if not p.done]
+                if not waiting:
+                    del self._pending_by_key[key]
         now = time.monotonic()
-        still: list[_Pending] = []
-        for pending in self._pending:
-            if self._link(pending.span, pending.key) or now >= pending.deadline:
-                ready.append(pending.span)
-            else:
-                still.append(pending)
+        # expire before adding: a new waiter always gets at least one more batch
+        order = self._pending_order
+        while order and (order[0].done or order[0].deadline <= now or len(order) > MAX_PENDING):
+            pending = order.popleft()
+            if not pending.done:
+                pending.done = True
+                ready.append(pending.span)  # no client seen in time: a root span
+                self._forget_pending(pending)
         for span, key in servers:
             if self._link(span, key) or not self._is_local(key[0]):
                 ready.append(span)
             else:
-                still.append(_Pending(span, key, now + LOCAL_MATCH_WAIT_NS / 1e9))
-        self._pending = still[-20000:]  # bounded; older unmatched ones were already emitted above
+                pending = _Pending(span, key, now + LOCAL_MATCH_WAIT_NS / 1e9)
+                self._pending_by_key.setdefault(key, []).append(pending)
+                self._pending_order.append(pending)
         self.spans_built += len(ready)
         return ready
 
+    def _forget_pending(self, pending: _Pending) -> None:
+        waiting = self._pending_by_key.get(pending.key)
+        if waiting is not None:
+            waiting[:] = [p for p in waiting if p is not pending]
+            if not waiting:
+                del self._pending_by_key[pending.key]
+
     def pending(self) -> list[SpanRecord]:
         """Everything held back (used at shutdown)."""
-        out = [p.span for p in self._pending]
-        self._pending = []
+        out = [p.span for p in self._pending_order if not p.done]
+        self._pending_order.clear()
+        self._pending_by_key.clear()
         return out
 
     def _remember_client(self, span: SpanRecord, key: _Tuple) -> None:
@@ -122,17 +163,17 @@ class HttpSpanBuilder:
         return False
 
     def _span(self, ex: HttpExchange, offset_ns: int) -> SpanRecord | None:
-        try:
-            req = parse_request(ex.request)
-        except DecodeError as err:
-            self.decode_errors[err.kind] += 1
+        req = _cached(self._requests, ex.request, parse_request)
+        if isinstance(req, str):
+            self.decode_errors[req] += 1
             return None
         resp = None
         if ex.flags & HTTP_FLAG_HAS_RESPONSE:
-            try:
-                resp = parse_response(ex.response)
-            except DecodeError as err:
-                self.decode_errors[err.kind] += 1
+            got = _cached(self._responses, ex.response, parse_response)
+            if isinstance(got, str):
+                self.decode_errors[got] += 1
+            else:
+                resp = got
         server = ex.role == ROLE_SERVER
         path, _, query = req.target.partition("?")
         if not path.startswith("/"):
@@ -183,11 +224,11 @@ class HttpSpanBuilder:
         else:
             attrs["error.type"] = "no_response" if not ex.flags & HTTP_FLAG_HAS_RESPONSE else "malformed_response"
             status_code, status_message = STATUS_ERROR, "no valid HTTP response seen"
-        trace_id, parent = os.urandom(16), b""
+        trace_id, parent = _ids.getrandbits(128).to_bytes(16, "big"), b""
         if (tp := _TRACEPARENT.match(req.headers.get("traceparent", ""))) and tp.group(1) != "0" * 32:
             trace_id, parent = bytes.fromhex(tp.group(1)), bytes.fromhex(tp.group(2))
         return SpanRecord(
-            trace_id=trace_id, span_id=os.urandom(8), parent_span_id=parent,
+            trace_id=trace_id, span_id=_ids.getrandbits(64).to_bytes(8, "big"), parent_span_id=parent,
             name=f"{method} {route}", kind=SPAN_KIND_SERVER if server else SPAN_KIND_CLIENT,
             start_ns=ex.start_ns + offset_ns, end_ns=ex.end_ns + offset_ns, attributes=attrs,
             status_code=status_code, status_message=status_message, pid=ex.pid, cgroup_id=ex.cgroup_id,
@@ -208,3 +249,17 @@ class HttpSpanBuilder:
                 continue
             if length is not None:
                 attrs[key] = length
+
+
+def _cached(cache: dict[bytes, Any], raw: bytes, parse: Callable[[bytes], Any]) -> Any:
+    """parse(raw), or the DecodeError kind as a str; memoized by the raw bytes (bounded)."""
+    got = cache.get(raw)
+    if got is None:
+        try:
+            got = parse(raw)
+        except DecodeError as err:
+            got = err.kind
+        if len(cache) >= HEAD_CACHE_ENTRIES:
+            cache.clear()
+        cache[raw] = got
+    return got

@@ -6,11 +6,13 @@ a short `kind` for telegen_decode_errors_total; nothing here allocates more than
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 MAX_TARGET = 8192
+_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")  # no controls, spaces or DEL
 
 
 class DecodeError(Exception):
@@ -70,7 +72,7 @@ def parse_request(data: bytes) -> RequestHead:
         raise DecodeError("bad_method")
     if version_b not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise DecodeError("bad_version")
-    if not target_b or len(target_b) > MAX_TARGET or any(c < 0x21 or c == 0x7F for c in target_b):
+    if not target_b or len(target_b) > MAX_TARGET or not _TARGET.fullmatch(target_b):
         raise DecodeError("bad_target")
     return RequestHead(method_b.decode("ascii"), target_b.decode("latin-1"), version_b[5:].decode("ascii"),
                        _headers(rest), head_length)

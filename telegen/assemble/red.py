@@ -43,66 +43,75 @@ class _Hist:
         self.sum = 0.0
         self.count = 0.0
 
+    def add(self, buckets: tuple[float, ...], value: float, weight: float) -> None:
+        self.counts[bisect.bisect_left(buckets, value)] += weight
+        self.sum += value * weight
+        self.count += weight
+
+
+class _Series:
+    """The three instruments of one (kind, resource, attribute set): one lookup per span."""
+
+    __slots__ = ("duration", "request_size", "response_size")
+
+    def __init__(self) -> None:
+        self.duration = _Hist(len(DURATION_BUCKETS))
+        self.request_size = _Hist(len(SIZE_BUCKETS))
+        self.response_size = _Hist(len(SIZE_BUCKETS))
+
+
+_SeriesKey = tuple[str, Resource, tuple[tuple[str, AttrValue], ...]]
+
 
 class RedMetrics:
-    """Cumulative histograms keyed by (instrument, resource, attribute set)."""
+    """Cumulative histograms keyed by (server|client, resource, attribute set)."""
 
     def __init__(self, max_series: int = 20000) -> None:
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, Resource, tuple[tuple[str, AttrValue], ...]], _Hist] = {}
+        self._series: dict[_SeriesKey, _Series] = {}
         self._start_ns = time.time_ns()
         self.max_series = max_series
         self.series_overflow = 0
 
     def observe(self, spans: list[SpanRecord]) -> None:
         with self._lock:
+            series = self._series
             for span in spans:
-                kind = "server" if span.kind == SPAN_KIND_SERVER else "client"
                 attrs = span.attributes
-                key_attrs = tuple((k, attrs[k]) for k in _METRIC_ATTRS if k in attrs)
+                key = ("server" if span.kind == SPAN_KIND_SERVER else "client", span.resource,
+                       tuple([(k, attrs[k]) for k in _METRIC_ATTRS if k in attrs]))
+                entry = series.get(key)
+                if entry is None:
+                    if len(series) >= self.max_series:
+                        self.series_overflow += 1
+                        continue
+                    entry = series[key] = _Series()
                 weight = span.sample_weight
-                duration = max(0, span.end_ns - span.start_ns) / 1e9
-                for suffix, (_, _, buckets, source) in _INSTRUMENTS.items():
-                    if source:
-                        raw = attrs.get(source)
-                        if not isinstance(raw, int):
-                            continue
-                        value = float(raw)
-                    else:
-                        value = duration
-                    self._add(f"http.{kind}.{suffix}" if suffix != "duration" else f"http.{kind}.request.duration",
-                              span.resource, key_attrs, buckets, value, weight)
-
-    def _add(self, name: str, resource: Resource, attrs: tuple[tuple[str, AttrValue], ...],
-             buckets: tuple[float, ...], value: float, weight: float) -> None:
-        key = (name, resource, attrs)
-        hist = self._series.get(key)
-        if hist is None:
-            if len(self._series) >= self.max_series:
-                self.series_overflow += 1
-                return
-            hist = self._series[key] = _Hist(len(buckets))
-        hist.counts[bisect.bisect_left(buckets, value)] += weight
-        hist.sum += value * weight
-        hist.count += weight
+                entry.duration.add(DURATION_BUCKETS, max(0, span.end_ns - span.start_ns) / 1e9, weight)
+                req = attrs.get("http.request.body.size")
+                if isinstance(req, int):
+                    entry.request_size.add(SIZE_BUCKETS, float(req), weight)
+                resp = attrs.get("http.response.body.size")
+                if isinstance(resp, int):
+                    entry.response_size.add(SIZE_BUCKETS, float(resp), weight)
 
     def collect_metrics(self) -> list[MetricFamily]:
         families: dict[tuple[str, Resource], MetricFamily] = {}
         with self._lock:
-            for (name, resource, attrs), hist in self._series.items():
-                fam = families.get((name, resource))
-                if fam is None:
-                    suffix = name.split(".", 2)[2]
-                    key = "duration" if suffix == "request.duration" else suffix
-                    desc, unit, buckets, _ = _INSTRUMENTS[key]
-                    fam = families[(name, resource)] = MetricFamily(
-                        name, desc.format(kind=name.split(".")[1]), unit, "histogram", resource, self._start_ns)
-                    fam_buckets = buckets
-                else:
-                    fam_buckets = _INSTRUMENTS["duration"][2] if name.endswith("duration") else SIZE_BUCKETS
-                # count is the sum of the rounded buckets: OTLP and Prometheus require them equal
-                counts = [round(c) for c in hist.counts]
-                fam.points.append(HistogramPoint(dict(attrs), fam_buckets, counts, sum(counts), hist.sum))
+            for (kind, resource, attrs), entry in self._series.items():
+                for suffix, hist in (("duration", entry.duration), ("request.body.size", entry.request_size),
+                                     ("response.body.size", entry.response_size)):
+                    if not hist.count:
+                        continue
+                    desc, unit, buckets, _ = _INSTRUMENTS[suffix]
+                    name = f"http.{kind}.request.duration" if suffix == "duration" else f"http.{kind}.{suffix}"
+                    fam = families.get((name, resource))
+                    if fam is None:
+                        fam = families[(name, resource)] = MetricFamily(
+                            name, desc.format(kind=kind), unit, "histogram", resource, self._start_ns)
+                    # count is the sum of the rounded buckets: OTLP and Prometheus require them equal
+                    counts = [round(c) for c in hist.counts]
+                    fam.points.append(HistogramPoint(dict(attrs), buckets, counts, sum(counts), hist.sum))
         return list(families.values())
 
     def stats(self) -> dict[str, Any]:
