@@ -246,8 +246,11 @@ class ConnectionIndex:
     (rate-limited by the snapshot's own max age).
     """
 
-    def __init__(self, refresh: Callable[[], list[TcpConnection]] | None = None, capacity: int = 65536) -> None:
+    def __init__(self, refresh: Callable[[], list[TcpConnection]] | None = None, capacity: int = 65536,
+                 refresh_interval: float = 0.25) -> None:
         self._refresh = refresh
+        self.refresh_interval = refresh_interval
+        self._refreshed = -1e9
         self.capacity = capacity
         self._lock = threading.Lock()
         self._by_tuple: collections.OrderedDict[_Tuple, dict[bool, TcpConnection]] = collections.OrderedDict()
@@ -271,7 +274,10 @@ class ConnectionIndex:
     def lookup(self, key: _Tuple, client: bool) -> tuple[float | None, int] | None:
         """(connect seconds or None, retransmits of the span's own side) for a 4-tuple."""
         entry = self._get(key)
-        if (entry is None or client not in entry) and self._refresh is not None:
+        now = time.monotonic()
+        if ((entry is None or client not in entry) and self._refresh is not None
+                and now - self._refreshed >= self.refresh_interval):
+            self._refreshed = now  # a miss costs one map read per interval, not one per span
             self.add(self._refresh())
             entry = self._get(key)
         if not entry:

@@ -18,7 +18,7 @@ from telegen.capture.layouts import (
     TCP_SOCK_STATE,
 )
 from telegen.decode.tcp_records import TcpConnection, TcpDecoder
-from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, SpanRecord, make_resource
+from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, AttrValue, SpanRecord, make_resource
 
 
 def record(role: int = ROLE_CLIENT, outcome: int = TCP_OUTCOME_CLOSED, local: str = "127.0.0.1",
@@ -134,7 +134,7 @@ def test_connection_index_joins_both_sides_and_refreshes_on_miss() -> None:
     assert idx.lookup(("1.1.1.1", 1, "2.2.2.2", 2), True) is None
 
 
-def span(kind: int, resource: dict[str, str], peer: str, peer_port: int, server_port: int, ms: float,
+def span(kind: int, resource: dict[str, AttrValue], peer: str, peer_port: int, server_port: int, ms: float,
          error: bool = False) -> SpanRecord:
     return SpanRecord(b"t" * 16, b"s" * 8, b"", "GET /", kind, 0, int(ms * 1e6),
                       {"network.peer.address": peer, "network.peer.port": peer_port, "server.port": server_port},
@@ -153,7 +153,8 @@ def test_workload_names() -> None:
 def test_topology_edges_from_connections_and_spans() -> None:
     now = [1000.0]
     topo = Topology(lambda a: a.startswith("127."), clock=lambda: now[0])
-    front, api = {"process.executable.name": "front"}, {"container.name": "api"}
+    front: dict[str, AttrValue] = {"process.executable.name": "front"}
+    api: dict[str, AttrValue] = {"container.name": "api"}
     cli = conn(lport=40000, pport=8080)
     srv = conn(role=ROLE_SERVER, lport=8080, pport=40000)
     ext = conn(peer="203.0.113.7", pport=443)
