@@ -51,7 +51,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def _pct(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
-    i = min(len(sorted_values) - 1, max(0, int(round(q * len(sorted_values))) - 1))
+    i = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
     return sorted_values[i]
 
 
@@ -483,7 +483,7 @@ def main() -> int:
                     "python": platform.python_version(),
                     "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg()},
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "command": " ".join([".venv/bin/python", "bench/http_overhead.py"] + sys.argv[1:]),
+        "command": " ".join([".venv/bin/python", "bench/http_overhead.py", *sys.argv[1:]]),
         "params": {k: v for k, v in vars(args).items() if k not in ("loadgen", "port")},
         "wall_s": round(time.time() - started, 1),
         "summary": summarize(rows),

@@ -79,6 +79,8 @@ def mermaid(topology: dict[str, Any]) -> str:
         parts = [str(edge.get("protocol", "tcp"))]
         if edge.get("port") is not None:
             parts[0] += f":{edge['port']}"
+        if edge.get("connections"):
+            parts.append(f"{edge['connections']} conn")
         if edge.get("requests"):
             parts.append(f"{edge['requests']} req")
         if edge.get("errors"):

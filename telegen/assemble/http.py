@@ -31,7 +31,8 @@ from telegen.decode.records import HttpExchange
 from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, Attributes, SpanRecord
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
-LOCAL_MATCH_WAIT_NS = 300_000_000  # how long a server span with a local peer waits for its client
+LOCAL_MATCH_WAIT_NS = 1_000_000_000  # a server span with a local peer waits this long for its client:
+# the client side of an idle keep-alive exchange can come one sweep (250 ms) plus a batch later
 HEAD_CACHE_ENTRIES = 4096  # parsed heads by their raw bytes: load is mostly the same few requests
 _ids = random.Random()  # span/trace ids need uniqueness, not secrecy: no syscall per span
 _Tuple = tuple[str, int, str, int]  # client addr, client port, server addr, server port

@@ -185,33 +185,3 @@ class Topology:
                                                 if nid.startswith(("external/", "local/")) else "unknown"}
                 nodes.append(dict(node))
         return {"nodes": nodes, "edges": edges, "window_seconds": self.window}
-
-    def mermaid(self) -> str:
-        return mermaid(self.snapshot())
-
-
-def mermaid(topology: dict[str, Any]) -> str:
-    """`graph LR` source: one node per workload (plain ids, names in labels), labelled edges."""
-    ids: dict[str, str] = {}
-    lines = ["graph LR"]
-
-    def nid(name: str) -> str:
-        if name not in ids:
-            ids[name] = f"n{len(ids)}"
-            lines.append(f'    {ids[name]}["{name.replace(chr(34), "#quot;")}"]')
-        return ids[name]
-
-    for node in topology.get("nodes", []):
-        nid(str(node["id"]))
-    for edge in topology.get("edges", []):
-        label = f"{edge['protocol']}:{edge['port']}"
-        if edge.get("connections"):
-            label += f", {edge['connections']} conn"
-        if edge.get("requests"):
-            label += f", {edge['requests']} req"
-        if edge.get("errors"):
-            label += f", {edge['errors']} err"
-        if edge.get("p99_ms") is not None:
-            label += f", p99 {edge['p99_ms']}ms"
-        lines.append(f'    {nid(str(edge["source"]))} -->|"{label}"| {nid(str(edge["target"]))}')
-    return "\n".join(lines) + "\n"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from telegen.api.context import Limits
 from telegen.api.redact import REDACTED, redact
 from telegen.api.responses import jsonable
-from telegen.timefmt import go_duration
 from telegen.config import validate
+from telegen.timefmt import go_duration
 from tests.unit.api.fake_control import EBPF, EXPORT, FakeControl
 from tests.unit.api.helpers import Client, assert_error, running
 

@@ -6,8 +6,9 @@ import errno
 import socket
 import struct
 
+from telegen.api.status import mermaid
 from telegen.assemble.tcp import ConnectionIndex, PeerFolder, TcpMetrics, log_records
-from telegen.assemble.topology import Topology, mermaid, workload
+from telegen.assemble.topology import Topology, workload
 from telegen.capture.layouts import (
     EVENT_TCP_CONNECTION,
     ROLE_CLIENT,
