@@ -111,7 +111,7 @@ class LoadedBpf:
         text = (src_dir / source_file).read_text(encoding="utf-8")
         started = time.monotonic()
         try:
-            self._bpf = BPF(text=text, cflags=cflags)
+            self._bpf = BPF(text=text.encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile/verifier errors
             raise LoadError(f"{source_file}: {exc}") from exc
         self.compile_seconds = time.monotonic() - started

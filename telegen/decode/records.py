@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import collections
-import ipaddress
 import struct
 from dataclasses import dataclass
 
 from telegen.capture.layouts import EVENT_HTTP_EXCHANGE, http_exchange_layout
-
-AF_INET, AF_INET6 = 2, 10
+from telegen.decode.addresses import AF_INET, AF_INET6, AddressCache
 
 
 @dataclass(slots=True)
@@ -34,15 +32,6 @@ class HttpExchange:
     sample_permille: int
 
 
-def _addr(raw: bytes, family: int) -> str:
-    if family == AF_INET:
-        return str(ipaddress.IPv4Address(raw[:4]))
-    if family == AF_INET6:
-        v6 = ipaddress.IPv6Address(raw)
-        return str(v6.ipv4_mapped) if v6.ipv4_mapped else str(v6)
-    return ""
-
-
 class RecordDecoder:
     """Turns raw records into HttpExchange; counts what it rejects by kind."""
 
@@ -50,16 +39,7 @@ class RecordDecoder:
         self.layout = http_exchange_layout(capture_bytes)
         self._struct = struct.Struct(self.layout.format)
         self.errors: collections.Counter[str] = collections.Counter()
-        self._addr_cache: dict[tuple[bytes, int], str] = {}
-
-    def _cached_addr(self, raw: bytes, family: int) -> str:
-        key = (raw, family)
-        got = self._addr_cache.get(key)
-        if got is None:
-            if len(self._addr_cache) > 4096:
-                self._addr_cache.clear()
-            got = self._addr_cache[key] = _addr(raw, family)
-        return got
+        self._cached_addr = AddressCache()
 
     def decode(self, records: list[bytes]) -> list[HttpExchange]:
         out: list[HttpExchange] = []

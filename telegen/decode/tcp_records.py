@@ -16,7 +16,7 @@ from telegen.capture.layouts import (
     TCP_OUTCOME_OPEN,
     TCP_SOCK_STATE,
 )
-from telegen.decode.records import AF_INET, AF_INET6, _addr
+from telegen.decode.addresses import AF_INET, AF_INET6, AddressCache
 
 # Why a connection failed or ended badly (the error.type attribute).
 REASON_REFUSED = "refused"
@@ -88,16 +88,7 @@ class TcpDecoder:
         self._event = struct.Struct(TCP_CONNECTION.format)
         self._state = struct.Struct(TCP_SOCK_STATE.format)
         self.errors: collections.Counter[str] = collections.Counter()
-        self._addr_cache: dict[tuple[bytes, int], str] = {}
-
-    def _a(self, raw: bytes, family: int) -> str:
-        key = (raw, family)
-        got = self._addr_cache.get(key)
-        if got is None:
-            if len(self._addr_cache) > 4096:
-                self._addr_cache.clear()
-            got = self._addr_cache[key] = _addr(raw, family)
-        return got
+        self._a = AddressCache()
 
     def decode(self, records: list[bytes]) -> list[TcpConnection]:
         out: list[TcpConnection] = []

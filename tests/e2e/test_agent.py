@@ -10,111 +10,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, have_bcc, have_docker, have_root, require
+from tests.conftest import have_docker, require
+from tests.e2e.agent_harness import RunningAgent, free_port
 from tests.otlp_receiver import OtlpReceiver
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root]
-
-SERVER_CODE = """
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        code = 500 if "/fail" in self.path else 200
-        body = b"ok" * 50
-        self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RunningAgent:
-    def __init__(self, tmp: Path, receiver: OtlpReceiver) -> None:
-        self.port = free_port()
-        cfg = tmp / "config.yaml"
-        cfg.write_text(f"""
-self_telemetry:
-  listen: "127.0.0.1:{self.port}"
-otlp:
-  endpoint: "{receiver.endpoint}"
-  insecure: true
-  compression: none
-export:
-  traces: {{interval: 0.2}}
-  metrics: {{interval: 1}}
-  console: {{enabled: false}}
-agent:
-  http:
-    routes: [{{pattern: "/orders/{{order}}"}}]
-discovery:
-  kubernetes: {{enabled: false}}
-""")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "telegen"), "run", "--config", str(cfg)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.ready_seconds = self._wait_ready()
-
-    def _wait_ready(self) -> float:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited {self.proc.returncode}: {self.proc.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if self.get("/ready")[0] == 200:
-                    return time.monotonic() - self.started
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("agent not ready within 60 s")
-
-    def get(self, path: str) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as rec:
-        yield rec
-
-
-@pytest.fixture(scope="module")
-def agent(receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
-    require(have_root(), "root, to load BPF programs")
-    require(have_bcc(), "BCC's python module (Debian python3-bpfcc)")
-    require((REPO / ".venv" / "bin" / "telegen").exists(), ".venv/bin/telegen (run make setup)")
-    running = RunningAgent(tmp_path_factory.mktemp("agent"), receiver)
-    yield running
-    if running.proc.poll() is None:
-        running.proc.kill()
-
-
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[int]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE], stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    yield port
-    proc.kill()
-
 
 def spans_for(receiver: OtlpReceiver, port: int, want: int, timeout: float = 10.0) -> list[Any]:
     deadline = time.monotonic() + timeout

@@ -6,46 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, have_bcc, have_root, require
-from tests.e2e.test_agent import SERVER_CODE, RunningAgent
+from tests.e2e.agent_harness import RunningAgent
 from tests.otlp_receiver import OtlpReceiver, attrs_dict
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root]
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as rec:
-        yield rec
-
-
-@pytest.fixture(scope="module")
-def agent(receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAgent]:
-    require(have_root(), "root, to load BPF programs")
-    require(have_bcc(), "BCC's python module (Debian python3-bpfcc)")
-    require((REPO / ".venv" / "bin" / "telegen").exists(), ".venv/bin/telegen (run make setup)")
-    running = RunningAgent(Path(tmp_path_factory.mktemp("agent-tcp")), receiver)
-    yield running
-    if running.proc.poll() is None:
-        running.proc.kill()
-        running.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[int]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE], stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    yield port
-    proc.kill()
-    proc.wait(10)
 
 
 def test_topology_edge_after_http_traffic(agent: RunningAgent, http_server: int) -> None:

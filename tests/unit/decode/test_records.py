@@ -125,7 +125,7 @@ def test_address_cache_is_bounded() -> None:
     recs = [record(peer_addr=v4(str(ipaddress.IPv4Address(0x0A000000 + i)))) for i in range(5000)]
     out = dec.decode(recs)
     assert out[-1].peer_addr == str(ipaddress.IPv4Address(0x0A000000 + 4999))
-    assert len(dec._addr_cache) <= 4097
+    assert len(dec._cached_addr) <= 4096
 
 
 @settings(derandomize=True, max_examples=300, deadline=None)
