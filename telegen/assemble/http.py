@@ -8,6 +8,7 @@ header at all. Server spans from local peers wait briefly for their client's spa
 
 from __future__ import annotations
 
+import bisect
 import collections
 import random
 import re
@@ -40,6 +41,35 @@ _Tuple = tuple[str, int, str, int]  # client addr, client port, server addr, ser
 ConnectionLookup = Callable[[_Tuple, bool], "tuple[float | None, int] | None"]
 
 
+@dataclass(slots=True, frozen=True)
+class _RequestFacts:
+    """Everything a span needs from a request head, worked out once per distinct head."""
+
+    head: RequestHead
+    method: str  # semconv method or _OTHER
+    path: str
+    query: str
+    host: str
+    port_from_host: int
+    user_agent: str
+    trace_id: bytes  # from a valid traceparent, else b""
+    parent_span_id: bytes
+
+
+def _request_facts(raw: bytes) -> _RequestFacts:
+    req = parse_request(raw)
+    path, _, query = req.target.partition("?")
+    if not path.startswith("/"):
+        path = "/" + path if not path.startswith(("http://", "https://")) else \
+            "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+    host, port_from_host = _split_host(req.headers.get("host", ""))
+    trace_id = parent = b""
+    if (tp := _TRACEPARENT.match(req.headers.get("traceparent", ""))) and tp.group(1) != "0" * 32:
+        trace_id, parent = bytes.fromhex(tp.group(1)), bytes.fromhex(tp.group(2))
+    return _RequestFacts(req, req.method if req.method in KNOWN_METHODS else "_OTHER", path, query, host,
+                         port_from_host, req.headers.get("user-agent", "")[:256], trace_id, parent)
+
+
 @dataclass(slots=True)
 class _Pending:
     span: SpanRecord
@@ -49,6 +79,7 @@ class _Pending:
 
 
 MAX_PENDING = 20000
+CLIENTS_PER_TUPLE = 256  # recent client spans kept per 4-tuple for matching
 
 
 def _split_host(header: str) -> tuple[str, int]:
@@ -84,7 +115,7 @@ class HttpSpanBuilder:
         self._pending_by_key: dict[_Tuple, list[_Pending]] = {}
         self._pending_order: collections.deque[_Pending] = collections.deque()
         self.spans_built = 0
-        self._requests: dict[bytes, RequestHead | str] = {}
+        self._requests: dict[bytes, _RequestFacts | str] = {}
         self._responses: dict[bytes, ResponseHead | str] = {}
         self.connection_lookup: ConnectionLookup | None = None
 
@@ -94,26 +125,6 @@ class HttpSpanBuilder:
     def build(self, exchanges: list[HttpExchange], offset_ns: int) -> list[SpanRecord]:
         """Spans ready to export now (server spans from local peers may come in a later call)."""
         ready: list[SpanRecord] = []
-        servers: list[tuple[SpanRecord, _Tuple]] = []
-        for ex in exchanges:
-            span = self._span(ex, offset_ns)
-            if span is None:
-                continue
-            if ex.role == ROLE_SERVER:
-                servers.append((span, (ex.peer_addr, ex.peer_port, ex.local_addr, ex.local_port)))
-                continue
-            key = (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port)
-            self._remember_client(span, key)
-            ready.append(span)
-            waiting = self._pending_by_key.get(key)
-            if waiting:
-                for pending in waiting:
-                    if not pending.done and self._link(pending.span, key):
-                        pending.done = True
-                        ready.append(pending.span)
-                waiting[:] = [p for p in waiting if not p.done]
-                if not waiting:
-                    del self._pending_by_key[key]
         now = time.monotonic()
         # expire before adding: a new waiter always gets at least one more batch
         order = self._pending_order
@@ -123,22 +134,60 @@ class HttpSpanBuilder:
                 pending.done = True
                 ready.append(pending.span)  # no client seen in time: a root span
                 self._forget_pending(pending)
-        for span, key in servers:
-            if self._link(span, key) or not self._is_local(key[0]):
-                ready.append(span)
+        for ex in exchanges:
+            span = self._span(ex, offset_ns)
+            if span is None:
+                continue
+            if ex.role == ROLE_SERVER:
+                key = (ex.peer_addr, ex.peer_port, ex.local_addr, ex.local_port)
+                if self._link(span, key) or not self._is_local(key[0]):
+                    ready.append(span)
+                else:
+                    self._wait(span, key, now)
             else:
-                pending = _Pending(span, key, now + LOCAL_MATCH_WAIT_NS / 1e9)
-                self._pending_by_key.setdefault(key, []).append(pending)
-                self._pending_order.append(pending)
+                key = (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port)
+                self._remember_client(span, key)
+                ready.append(span)
+                self._release_waiting(span, key, ready)
         self.spans_built += len(ready)
         return ready
 
+    # Both sides are kept sorted by start time per 4-tuple, so a busy keep-alive connection
+    # (hundreds of exchanges per batch) matches in O(log n) per span, not by scanning.
+
+    def _wait(self, span: SpanRecord, key: _Tuple, now: float) -> None:
+        pending = _Pending(span, key, now + LOCAL_MATCH_WAIT_NS / 1e9)
+        bisect.insort(self._pending_by_key.setdefault(key, []), pending, key=_pending_start)
+        self._pending_order.append(pending)
+
+    def _release_waiting(self, client: SpanRecord, key: _Tuple, ready: list[SpanRecord]) -> None:
+        """Server spans already waiting that fall inside this client span become its children."""
+        waiting = self._pending_by_key.get(key)
+        if not waiting:
+            return
+        i = bisect.bisect_left(waiting, client.start_ns, key=_pending_start)
+        while i < len(waiting) and waiting[i].span.start_ns <= client.end_ns:
+            pending = waiting[i]
+            if not pending.done and pending.span.end_ns <= client.end_ns:
+                pending.span.trace_id, pending.span.parent_span_id = client.trace_id, client.span_id
+                pending.done = True
+                ready.append(pending.span)
+                del waiting[i]
+            else:
+                i += 1
+        if not waiting:
+            del self._pending_by_key[key]
+
     def _forget_pending(self, pending: _Pending) -> None:
         waiting = self._pending_by_key.get(pending.key)
-        if waiting is not None:
+        if waiting is None:
+            return
+        if waiting and waiting[0] is pending:
+            del waiting[0]  # expiry goes oldest first: usually the head
+        else:
             waiting[:] = [p for p in waiting if p is not pending]
-            if not waiting:
-                del self._pending_by_key[pending.key]
+        if not waiting:
+            del self._pending_by_key[pending.key]
 
     def pending(self) -> list[SpanRecord]:
         """Everything held back (used at shutdown)."""
@@ -153,21 +202,28 @@ class HttpSpanBuilder:
             entries = self._clients[key] = []
             while len(self._clients) > 50000:
                 self._clients.popitem(last=False)
-        entries.append((span.start_ns, span.end_ns, span.trace_id, span.span_id))
-        del entries[:-8]
+        bisect.insort(entries, (span.start_ns, span.end_ns, span.trace_id, span.span_id))
+        if len(entries) > CLIENTS_PER_TUPLE:
+            del entries[:-CLIENTS_PER_TUPLE]
 
     def _link(self, span: SpanRecord, key: _Tuple) -> bool:
-        for start, end, trace_id, span_id in reversed(self._clients.get(key, ())):
+        """Parent a server span under the client span of the same call, if it was seen."""
+        entries = self._clients.get(key)
+        if not entries:
+            return False
+        i = bisect.bisect_right(entries, span.start_ns, key=_client_start)
+        for start, end, trace_id, span_id in reversed(entries[max(0, i - 2):i]):
             if start <= span.start_ns and span.end_ns <= end:
                 span.trace_id, span.parent_span_id = trace_id, span_id
                 return True
         return False
 
     def _span(self, ex: HttpExchange, offset_ns: int) -> SpanRecord | None:
-        req = _cached(self._requests, ex.request, parse_request)
-        if isinstance(req, str):
-            self.decode_errors[req] += 1
+        facts = _cached(self._requests, ex.request, _request_facts)
+        if isinstance(facts, str):
+            self.decode_errors[facts] += 1
             return None
+        req = facts.head
         resp = None
         if ex.flags & HTTP_FLAG_HAS_RESPONSE:
             got = _cached(self._responses, ex.response, parse_response)
@@ -176,12 +232,8 @@ class HttpSpanBuilder:
             else:
                 resp = got
         server = ex.role == ROLE_SERVER
-        path, _, query = req.target.partition("?")
-        if not path.startswith("/"):
-            path = "/" + path if not path.startswith(("http://", "https://")) else \
-                "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
-        method = req.method if req.method in KNOWN_METHODS else "_OTHER"
-        host, port_from_host = _split_host(req.headers.get("host", ""))
+        path, query, method = facts.path, facts.query, facts.method
+        host, port_from_host = facts.host, facts.port_from_host
         service_key = f"{ex.pid}" if server else f"{ex.pid}>{ex.peer_addr}:{ex.peer_port}"
         route = self.routes.route(path, service_key)
         attrs: Attributes = {
@@ -212,8 +264,8 @@ class HttpSpanBuilder:
                 if tcp[0] is not None:
                     attrs["telegen.tcp.connect.duration"] = tcp[0]
                 attrs["telegen.tcp.retransmits"] = tcp[1]
-        if ua := req.headers.get("user-agent"):
-            attrs["user_agent.original"] = ua[:256]
+        if facts.user_agent:
+            attrs["user_agent.original"] = facts.user_agent
         self._body_sizes(attrs, ex, req.head_length, req.headers, resp.head_length if resp else -1,
                          resp.headers if resp else {})
         status_code, status_message = 0, ""
@@ -225,9 +277,7 @@ class HttpSpanBuilder:
         else:
             attrs["error.type"] = "no_response" if not ex.flags & HTTP_FLAG_HAS_RESPONSE else "malformed_response"
             status_code, status_message = STATUS_ERROR, "no valid HTTP response seen"
-        trace_id, parent = _ids.getrandbits(128).to_bytes(16, "big"), b""
-        if (tp := _TRACEPARENT.match(req.headers.get("traceparent", ""))) and tp.group(1) != "0" * 32:
-            trace_id, parent = bytes.fromhex(tp.group(1)), bytes.fromhex(tp.group(2))
+        trace_id, parent = facts.trace_id or _ids.getrandbits(128).to_bytes(16, "big"), facts.parent_span_id
         return SpanRecord(
             trace_id=trace_id, span_id=_ids.getrandbits(64).to_bytes(8, "big"), parent_span_id=parent,
             name=f"{method} {route}", kind=SPAN_KIND_SERVER if server else SPAN_KIND_CLIENT,
@@ -264,3 +314,11 @@ def _cached(cache: dict[bytes, Any], raw: bytes, parse: Callable[[bytes], Any]) 
             cache.clear()
         cache[raw] = got
     return got
+
+
+def _pending_start(pending: _Pending) -> int:
+    return pending.span.start_ns
+
+
+def _client_start(entry: tuple[int, int, bytes, bytes]) -> int:
+    return entry[0]

@@ -79,6 +79,7 @@ class Topology:
         self._lock = threading.Lock()
         self._seconds: dict[int, dict[_EdgeKey, _Agg]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
+        self._node_ids: dict[Resource, str | None] = {}
         self._listeners: dict[int, str] = {}  # local port -> workload id
         self.edges_dropped = 0
 
@@ -99,11 +100,18 @@ class Topology:
         return agg
 
     def _node(self, resource: Resource) -> str | None:
+        # per span: resources repeat, so the workload name is worked out once per resource
+        if resource in self._node_ids:
+            return self._node_ids[resource]
         node = workload(resource)
-        if node is None:
-            return None
-        self._nodes[node["id"]] = node
-        return str(node["id"])
+        node_id: str | None = None
+        if node is not None:
+            node_id = str(node["id"])
+            self._nodes[node_id] = node
+        if len(self._node_ids) >= 65536:
+            self._node_ids.clear()
+        self._node_ids[resource] = node_id
+        return node_id
 
     def _target(self, addr: str, port: int) -> _Target:
         return ("local", port) if self.is_local(addr) else ("external", f"{addr}:{port}")

@@ -220,6 +220,25 @@ def _call_pair(server_start: int = 1_200_000, server_end: int = 2_800_000) -> tu
     return client, server
 
 
+def test_busy_keepalive_connection_links_every_call_in_one_batch() -> None:
+    """Hundreds of sequential calls on one 4-tuple in one batch, each server record before its
+    client's (the kernel emits the server side first): every server span gets its own client."""
+    batch = []
+    for i in range(600):
+        t = 10_000_000 + i * 10_000
+        batch.append(exchange(server=True, local_addr="127.0.0.1", local_port=8080, peer_addr="127.0.0.1",
+                              peer_port=40000, start_ns=t + 100, end_ns=t + 800, pid=2))
+        batch.append(exchange(server=False, local_addr="127.0.0.1", local_port=40000, peer_addr="127.0.0.1",
+                              peer_port=8080, start_ns=t, end_ns=t + 900, pid=1))
+    builder = _builder()
+    spans = builder.build(batch, 0)  # type: ignore[arg-type]
+    servers = sorted((s for s in spans if s.kind == SPAN_KIND_SERVER), key=lambda s: s.start_ns)
+    clients = sorted((s for s in spans if s.kind == SPAN_KIND_CLIENT), key=lambda s: s.start_ns)
+    assert len(servers) == len(clients) == 600
+    assert [s.parent_span_id for s in servers] == [c.span_id for c in clients]
+    assert builder.pending() == []
+
+
 def test_server_span_becomes_child_of_matching_client_span_same_batch() -> None:
     client, server = _call_pair()
     spans = _builder().build([server, client], 0)  # type: ignore[list-item]
