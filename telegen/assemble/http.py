@@ -202,7 +202,11 @@ class HttpSpanBuilder:
             entries = self._clients[key] = []
             while len(self._clients) > 50000:
                 self._clients.popitem(last=False)
-        bisect.insort(entries, (span.start_ns, span.end_ns, span.trace_id, span.span_id))
+        entry = (span.start_ns, span.end_ns, span.trace_id, span.span_id)
+        if not entries or entries[-1][0] <= span.start_ns:
+            entries.append(entry)  # the usual order: no search
+        else:
+            bisect.insort(entries, entry)
         if len(entries) > CLIENTS_PER_TUPLE:
             del entries[:-CLIENTS_PER_TUPLE]
 
@@ -211,6 +215,10 @@ class HttpSpanBuilder:
         entries = self._clients.get(key)
         if not entries:
             return False
+        start, end, trace_id, span_id = entries[-1]  # usually the newest client call is this one
+        if start <= span.start_ns and span.end_ns <= end:
+            span.trace_id, span.parent_span_id = trace_id, span_id
+            return True
         i = bisect.bisect_right(entries, span.start_ns, key=_client_start)
         for start, end, trace_id, span_id in reversed(entries[max(0, i - 2):i]):
             if start <= span.start_ns and span.end_ns <= end:
@@ -288,18 +296,22 @@ class HttpSpanBuilder:
 
     def _body_sizes(self, attrs: Attributes, ex: HttpExchange, req_head: int, req_headers: dict[str, str],
                     resp_head: int, resp_headers: dict[str, str]) -> None:
-        for key, head, size, headers in (("http.request.body.size", req_head, ex.req_size, req_headers),
-                                         ("http.response.body.size", resp_head, ex.resp_size, resp_headers)):
-            if head >= 0:
-                attrs[key] = max(0, size - head)
-                continue
-            try:
-                length = content_length(headers)
-            except DecodeError as err:
-                self.decode_errors[err.kind] += 1
-                continue
-            if length is not None:
-                attrs[key] = length
+        """Body bytes: total minus the head when the head was captured whole, else Content-Length."""
+        if req_head >= 0:
+            attrs["http.request.body.size"] = max(0, ex.req_size - req_head)
+        elif (length := self._declared_length(req_headers)) is not None:
+            attrs["http.request.body.size"] = length
+        if resp_head >= 0:
+            attrs["http.response.body.size"] = max(0, ex.resp_size - resp_head)
+        elif (length := self._declared_length(resp_headers)) is not None:
+            attrs["http.response.body.size"] = length
+
+    def _declared_length(self, headers: dict[str, str]) -> int | None:
+        try:
+            return content_length(headers)
+        except DecodeError as err:
+            self.decode_errors[err.kind] += 1
+            return None
 
 
 def _cached(cache: dict[bytes, Any], raw: bytes, parse: Callable[[bytes], Any]) -> Any:

@@ -60,7 +60,7 @@ class _Series:
         self.response_size = _Hist(len(SIZE_BUCKETS))
 
 
-_SeriesKey = tuple[str, Resource, tuple[tuple[str, AttrValue], ...]]
+_SeriesKey = tuple[str, int, tuple[tuple[str, AttrValue], ...]]  # (kind, interned resource, attributes)
 
 
 class RedMetrics:
@@ -69,6 +69,10 @@ class RedMetrics:
     def __init__(self, max_series: int = 20000) -> None:
         self._lock = threading.Lock()
         self._series: dict[_SeriesKey, _Series] = {}
+        # Resources are ~15-pair tuples that Python re-hashes on every lookup: intern each to an
+        # int once per batch (bounded with the series, which are capped).
+        self._resource_ids: dict[Resource, int] = {}
+        self._resources: list[Resource] = []
         self._start_ns = time.time_ns()
         self.max_series = max_series
         self.series_overflow = 0
@@ -76,9 +80,20 @@ class RedMetrics:
     def observe(self, spans: list[SpanRecord]) -> None:
         with self._lock:
             series = self._series
+            by_object: dict[int, int] = {}  # id(resource) -> interned id, valid while `spans` lives
             for span in spans:
                 attrs = span.attributes
-                key = ("server" if span.kind == SPAN_KIND_SERVER else "client", span.resource,
+                rid = by_object.get(id(span.resource))
+                if rid is None:
+                    rid = self._resource_ids.get(span.resource)
+                    if rid is None:
+                        if len(self._resources) >= self.max_series:  # a new resource needs a new series
+                            self.series_overflow += 1
+                            continue
+                        rid = self._resource_ids[span.resource] = len(self._resources)
+                        self._resources.append(span.resource)
+                    by_object[id(span.resource)] = rid
+                key = ("server" if span.kind == SPAN_KIND_SERVER else "client", rid,
                        tuple([(k, attrs[k]) for k in _METRIC_ATTRS if k in attrs]))
                 entry = series.get(key)
                 if entry is None:
@@ -98,7 +113,8 @@ class RedMetrics:
     def collect_metrics(self) -> list[MetricFamily]:
         families: dict[tuple[str, Resource], MetricFamily] = {}
         with self._lock:
-            for (kind, resource, attrs), entry in self._series.items():
+            for (kind, rid, attrs), entry in self._series.items():
+                resource = self._resources[rid]
                 for suffix, hist in (("duration", entry.duration), ("request.body.size", entry.request_size),
                                      ("response.body.size", entry.response_size)):
                     if not hist.count:
