@@ -6,6 +6,7 @@ kernel; the BPF code walks kernel structs only through offsets read here and pas
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,12 @@ class Btf:
                 if inner:
                     return inner
         return 0
+
+
+@functools.cache
+def kernel_btf() -> Btf:
+    """The running kernel's BTF, parsed once per process (both capture stages need it)."""
+    return Btf.from_file()
 
 
 # -D name -> (struct, member path). These are the only kernel structs the BPF code reads.

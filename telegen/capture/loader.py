@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telegen.capture.probes import ProbeChoice, cflags_for
+from telegen.capture.probes import LoadError, ProbeChoice, cflags_for
+
+__all__ = ["LoadError", "LoadedBpf", "ProgramInfo", "bpf_source_dir", "release_compiler_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,6 @@ def release_compiler_memory() -> int:
     if hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
     return advised
-
-
-class LoadError(Exception):
-    """The BPF source did not compile, load or attach."""
 
 
 def bpf_source_dir() -> Path:

@@ -14,6 +14,10 @@ from typing import Literal
 AttachType = Literal["kprobe", "tracepoint"]
 
 
+class LoadError(Exception):
+    """The BPF programs cannot be chosen, compiled, loaded or attached."""
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     feature: str  # "http" or "tcp"
@@ -131,3 +135,16 @@ def cflags_for(choices: list[ProbeChoice]) -> list[str]:
         elif c.method == "kprobe":
             flags.append(f"-DKP_{c.spec.name}")
     return flags
+
+
+def plan(specs: tuple[ProbeSpec, ...], kernel: KernelFeatures, what: str,
+         force: AttachType | None = None) -> list[ProbeChoice]:
+    """The attach plan for a feature; LoadError when tracefs or a required probe is missing."""
+    if kernel.tracefs is None:
+        raise LoadError("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)")
+    choices = choose(specs, kernel, force=force)
+    missing = [c for c in choices if c.method is None and c.spec.required]
+    if missing:
+        raise LoadError(f"required {what} probes unavailable: "
+                        + ", ".join(f"{c.spec.name} ({c.reason})" for c in missing))
+    return choices

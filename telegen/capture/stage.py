@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telegen.capture.btf import Btf, BtfError, sock_walk_defines
+from telegen.capture.btf import BtfError, kernel_btf, sock_walk_defines
 from telegen.capture.layouts import COUNTERS
 from telegen.capture.loader import LoadedBpf, LoadError
-from telegen.capture.probes import HTTP_PROBES, KernelFeatures, ProbeChoice, choose, detect_kernel
+from telegen.capture.probes import HTTP_PROBES, AttachType, KernelFeatures, ProbeChoice, detect_kernel, plan
 from telegen.capture.reader import RingbufReader
 from telegen.capture.sweep import IdleSweeper
 from telegen.config import EbpfConfig
@@ -42,7 +42,7 @@ class CaptureStage:
     name = "capture"
 
     def __init__(self, cfg: EbpfConfig, records: BoundedQueue[bytes], self_pid: int | None = None,
-                 force_method: str | None = None) -> None:
+                 force_method: AttachType | None = None) -> None:
         self.cfg = cfg
         self.records = records
         self.self_pid = self_pid if self_pid is not None else os.getpid()
@@ -63,15 +63,9 @@ class CaptureStage:
     def start(self) -> None:
         started = time.monotonic()
         self.kernel = detect_kernel()
-        if self.kernel.tracefs is None:
-            raise LoadError("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)")
-        self.choices = choose(HTTP_PROBES, self.kernel, force=self.force_method)  # type: ignore[arg-type]
-        missing = [c for c in self.choices if c.method is None and c.spec.required]
-        if missing:
-            raise LoadError("required probes unavailable: " + ", ".join(f"{c.spec.name} ({c.reason})"
-                                                                         for c in missing))
+        self.choices = plan(HTTP_PROBES, self.kernel, "HTTP", force=self.force_method)
         try:
-            defines = sock_walk_defines(Btf.from_file())
+            defines = sock_walk_defines(kernel_btf())
         except BtfError as exc:
             raise LoadError(f"kernel BTF is needed for socket addresses: {exc}") from exc
         defines.update(CAPTURE_BYTES=self.cfg.capture_bytes, MAX_CONNS=self.cfg.max_connections,

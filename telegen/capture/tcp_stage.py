@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telegen.capture.btf import Btf, BtfError, tcp_defines
+from telegen.capture.btf import BtfError, kernel_btf, tcp_defines
 from telegen.capture.layouts import COUNTERS
 from telegen.capture.loader import LoadedBpf, LoadError
-from telegen.capture.probes import TCP_PROBES, KernelFeatures, ProbeChoice, choose, detect_kernel
+from telegen.capture.probes import TCP_PROBES, KernelFeatures, ProbeChoice, detect_kernel, plan
 from telegen.capture.reader import RingbufReader
 from telegen.config import EbpfConfig
 from telegen.decode.tcp_records import TcpConnection, TcpDecoder
@@ -62,17 +62,11 @@ class TcpCaptureStage:
     def start(self) -> None:
         started = time.monotonic()
         self.kernel = detect_kernel(load_symbols=False)
-        if self.kernel.tracefs is None:
-            raise LoadError("tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)")
         self.choices = [ProbeChoice(c.spec, c.method, "stable tracepoint; this probe has no kprobe variant")
                         if self.kernel.kprobes and c.method == "tracepoint" and not c.spec.kprobe_symbol else c
-                        for c in choose(TCP_PROBES, self.kernel)]
-        missing = [c for c in self.choices if c.method is None and c.spec.required]
-        if missing:
-            raise LoadError("required TCP probes unavailable: " + ", ".join(f"{c.spec.name} ({c.reason})"
-                                                                             for c in missing))
+                        for c in plan(TCP_PROBES, self.kernel, "TCP")]
         try:
-            defines = tcp_defines(Btf.from_file())
+            defines = tcp_defines(kernel_btf())
         except BtfError as exc:
             raise LoadError(f"kernel BTF is needed for TCP socket counters: {exc}") from exc
         defines.update(MAX_SOCKS=self.max_socks, RINGBUF_PAGES=self.ringbuf_pages,
