@@ -43,6 +43,10 @@ BPF_TABLE("lru_hash", __u64, __u8, http_role_hint, MAX_CONNS);
  * (inetd-style servers such as busybox httpd read fd 0 and write fd 1). */
 BPF_TABLE("lru_hash", __u64, __u64, http_sock_conn, MAX_CONNS);
 BPF_PERCPU_ARRAY(http_scratch, struct http_conn_state, 1);
+struct capture_buf {
+    __u8 b[CAPTURE_BYTES];
+};
+BPF_PERCPU_ARRAY(http_shift, struct capture_buf, 1); /* moves a pipelined request's head to the front */
 BPF_PERCPU_ARRAY(counters, __u64, CNT_MAX);
 BPF_ARRAY(http_shed, __u32, 1); /* [0]: permille of exchanges NOT to emit (0: all); user space steers it */
 
@@ -91,6 +95,8 @@ static __always_inline void emit(struct http_conn_state *st, __u8 why, __u64 key
     count(CNT_HTTP_EXCHANGES);
     if (st->state != ST_RESPONSE)
         count(CNT_HTTP_NO_RESPONSE);
+    if (st->pipe_start_ns)
+        count(CNT_HTTP_PIPELINED); /* a second request is inside this one: reported merged */
     if (!st->sampled) {
         count(CNT_HTTP_SAMPLED_OUT);
         return;
@@ -134,6 +140,7 @@ static __always_inline void start_request(struct http_conn_state *st, const void
     __u32 rate = shed && *shed < 1000 ? 1000 - *shed : (shed ? 0 : 1000);
 
     st->state = ST_REQUEST;
+    st->flags &= HTTP_FLAG_ROLE_INFERRED; /* per-exchange flags start clear; the role's stays */
     st->start_ns = now;
     st->resp_start_ns = 0;
     st->end_ns = 0;
@@ -141,6 +148,8 @@ static __always_inline void start_request(struct http_conn_state *st, const void
     st->resp_size = 0;
     st->req_len = 0;
     st->resp_len = 0;
+    st->pipe_start_ns = 0;
+    st->pipe_offset = 0;
     st->tid = (__u32)bpf_get_current_pid_tgid();
     st->cgroup_id = bpf_get_current_cgroup_id();
     st->sample_permille = rate > 1000 ? 1000 : rate;
@@ -179,6 +188,38 @@ static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 d
     }
     http_sock_conn.update(&sk_key, &key);
     return http_conns.lookup(&key);
+}
+
+/* The second answer of a pipelined pair begins: emit the first exchange, then make the
+ * second one current (its request bytes moved to the front of the capture). */
+static __always_inline void next_pipelined(struct http_conn_state *st, __u64 key, __u64 now)
+{
+    __u32 zero = 0;
+    __u64 total = st->req_size, offset = st->pipe_offset, second_start = st->pipe_start_ns;
+    __u16 captured = st->req_len;
+
+    st->pipe_start_ns = 0;
+    st->req_size = offset;
+    if (st->req_len > offset)
+        st->req_len = offset;
+    emit(st, HTTP_FLAG_PIPELINED, key);
+    st->start_ns = second_start;
+    st->req_size = total - offset;
+    st->req_len = 0;
+    if (st->sampled && captured > offset && offset < CAPTURE_BYTES) {
+        struct capture_buf *tmp = http_shift.lookup(&zero);
+        __u64 off = offset & (CAPTURE_BYTES - 1);
+        asm volatile("" : "+r"(off)); /* re-checked below: 6.1's verifier loses the mask's bounds */
+        if (tmp && off < CAPTURE_BYTES) {
+            bpf_probe_read_kernel(tmp->b, CAPTURE_BYTES, st->req + off);
+            bpf_probe_read_kernel(st->req, CAPTURE_BYTES, tmp->b);
+            st->req_len = captured - offset;
+        }
+    }
+    st->flags = (st->flags & HTTP_FLAG_ROLE_INFERRED) | HTTP_FLAG_PIPELINED;
+    st->resp_size = 0;
+    st->resp_len = 0;
+    st->resp_start_ns = now;
 }
 
 static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, const void *buf, __u64 len,
@@ -220,8 +261,14 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, cons
             return;
         }
         if (st->state == ST_REQUEST) {
-            if (!sendfile && len >= 8 && tg_is_http_request(head))
-                count(CNT_HTTP_PIPELINED);
+            if (!sendfile && len >= 8 && tg_is_http_request(head)) {
+                if (!st->pipe_start_ns) {
+                    st->pipe_start_ns = now;
+                    st->pipe_offset = st->req_size;
+                } else {
+                    count(CNT_HTTP_PIPELINED); /* deeper than two: stays merged */
+                }
+            }
             st->req_size += len;
             if (!sendfile && st->sampled)
                 append(st->req, &st->req_len, buf, len);
@@ -238,6 +285,11 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, cons
         }
         st->state = ST_RESPONSE;
         st->resp_start_ns = now;
+    } else if (!sendfile && len >= 9 && tg_is_http_response(head) && head[9] != '1') {
+        if (st->pipe_start_ns)
+            next_pipelined(st, key, now);
+        else
+            count(CNT_HTTP_PIPELINED); /* both requests came in one read: this answer stays merged */
     }
     st->resp_size += len;
     st->end_ns = now;

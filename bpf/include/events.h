@@ -35,6 +35,7 @@ enum telegen_role {
 #define HTTP_FLAG_CHUNKED_DONE   0x10 /* emitted at the last chunk of a chunked body */
 #define HTTP_FLAG_ROLE_INFERRED  0x20 /* role from the first data's direction, not accept/connect */
 #define HTTP_FLAG_SENDFILE       0x40 /* part of the response body went by sendfile */
+#define HTTP_FLAG_PIPELINED      0x80 /* split from a pipelined pair at the second status line */
 
 /* Counters kept per CPU in the `counters` array of each program; summed in user space. */
 enum telegen_counter {
@@ -52,8 +53,8 @@ enum telegen_counter {
     CNT_TCP_OPENED = 11,        /* connections that reached ESTABLISHED while tracked */
     CNT_TCP_FAILED = 12,        /* connects that went SYN_SENT -> CLOSE */
     CNT_TCP_SYN_RECV_DROPPED = 13, /* inbound handshakes that never completed (not a connection) */
-    CNT_HTTP_PIPELINED = 15,    /* a request started before the previous one was answered: the
-                                   exchanges are reported merged (one record), counted here */
+    CNT_HTTP_PIPELINED = 15,    /* pipelined exchanges that could not be split (deeper than two, or
+                                   both requests in one read) and were reported merged */
     CNT_MAX = 16,
 };
 
@@ -115,13 +116,15 @@ struct http_conn_state {
     __u64 end_ns;
     __u64 req_size;
     __u64 resp_size;
+    __u64 pipe_start_ns; /* a pipelined request began before this exchange's answer (0: none) */
+    __u64 pipe_offset;   /* where it starts in the request byte stream */
     __u8 local_addr[16];
     __u8 peer_addr[16];
     __u8 req[2 * CAPTURE_BYTES]; /* twice the capture: lets the verifier prove appends */
     __u8 resp[2 * CAPTURE_BYTES];
 };
 
-_Static_assert(sizeof(struct http_conn_state) == 104 + 4 * CAPTURE_BYTES, "http_conn_state size");
+_Static_assert(sizeof(struct http_conn_state) == 120 + 4 * CAPTURE_BYTES, "http_conn_state size");
 
 /* tcp_connection_event.outcome */
 enum tcp_outcome {

@@ -17,6 +17,7 @@ HTTP_FLAG_IDLE_SWEPT = 0x08
 HTTP_FLAG_CHUNKED_DONE = 0x10
 HTTP_FLAG_ROLE_INFERRED = 0x20
 HTTP_FLAG_SENDFILE = 0x40
+HTTP_FLAG_PIPELINED = 0x80
 
 # enum telegen_counter
 COUNTERS = {
@@ -74,7 +75,7 @@ def http_conn_state_layout(capture_bytes: int) -> Layout:
         ("tid", "I"), ("local_port", "H"), ("peer_port", "H"), ("req_len", "H"), ("resp_len", "H"),
         ("sample_permille", "H"), ("_pad1", "2s"), ("cgroup_id", "Q"),
         ("start_ns", "Q"), ("resp_start_ns", "Q"), ("end_ns", "Q"), ("req_size", "Q"), ("resp_size", "Q"),
-        ("local_addr", "16s"), ("peer_addr", "16s"),
+        ("pipe_start_ns", "Q"), ("pipe_offset", "Q"), ("local_addr", "16s"), ("peer_addr", "16s"),
         ("req", f"{2 * capture_bytes}s"), ("resp", f"{2 * capture_bytes}s"),
     ))
 

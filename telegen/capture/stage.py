@@ -126,6 +126,7 @@ class CaptureStage:
         out["http_exchanges"] += self.sweeper.emitted + self.sweeper.sampled_out
         out["http_emitted"] += self.sweeper.emitted
         out["http_sampled_out"] += self.sweeper.sampled_out
+        out["http_pipelined"] += self.sweeper.pipelined_merged
         return out
 
     def events_lost(self, counters: dict[str, int] | None = None) -> int:

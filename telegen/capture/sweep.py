@@ -30,6 +30,7 @@ class IdleSweeper:
         self._event = struct.Struct(http_exchange_layout(capture_bytes).format)
         self.emitted = 0
         self.sampled_out = 0
+        self.pipelined_merged = 0
 
     def sweep(self, items: list[tuple[int, bytes]], now_ns: int | None = None) -> tuple[list[bytes], list[int]]:
         """(records to decode, keys to delete) for every idle entry with a finished response."""
@@ -41,11 +42,14 @@ class IdleSweeper:
             if len(raw) < self._state.size:
                 continue
             (role, state, flags, family, sampled, _p0, tid, lport, pport, req_len, resp_len, permille, _p1,
-             cgroup_id, start, resp_start, end, req_size, resp_size, laddr, paddr, req, resp) = \
+             cgroup_id, start, resp_start, end, req_size, resp_size, pipe_start, _pipe_offset, laddr, paddr, req,
+             resp) = \
                 self._state.unpack(raw[: self._state.size])
             if state != ST_RESPONSE or not end or now_ns - end < self.idle_ns:
                 continue
             done.append(key)
+            if pipe_start:
+                self.pipelined_merged += 1  # its second answer never started a read of its own
             if not sampled:
                 self.sampled_out += 1
                 continue

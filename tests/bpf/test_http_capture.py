@@ -245,11 +245,39 @@ def test_kernel_shedding_keeps_exact_counts(capture: Capture) -> None:
     assert after["http_exchanges"] - before["http_exchanges"] >= 10
 
 
-def test_pipelined_requests_are_counted(capture: Capture) -> None:
+def test_pipelined_pair_is_split_into_two_exchanges(capture: Capture) -> None:
     marker = uuid.uuid4().hex
 
     def handle(conn: socket.socket) -> None:
-        time.sleep(0.1)  # both requests arrive before the first answer
+        first = conn.recv(4096)  # the client sends the second request 50 ms later
+        second = conn.recv(4096)
+        if first and second:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+            time.sleep(0.05)
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nbb")
+            time.sleep(0.5)
+
+    host, port = serve(handle)
+    with socket.create_connection((host, port)) as c:
+        c.sendall(f"GET /pipe/{marker}/1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.05)
+        c.sendall(f"GET /pipe/{marker}/2 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert c.recv(4096).startswith(b"HTTP/1.1 200")
+        assert c.recv(4096).startswith(b"HTTP/1.1 201")
+        got = capture.wait(marker, 4, timeout=3)
+    pairs = sorted((e.role, parse_request(e.request).target, parse_response(e.response).status) for e in got)
+    assert pairs == [(1, f"/pipe/{marker}/1", 200), (1, f"/pipe/{marker}/2", 201),
+                     (2, f"/pipe/{marker}/1", 200), (2, f"/pipe/{marker}/2", 201)]
+    assert all(e.flags & 0x80 for e in got)  # HTTP_FLAG_PIPELINED
+    second = [e for e in got if e.request.endswith(b"\r\n\r\n") and b"/2 " in e.request]
+    assert all(e.req_size == len(e.request) for e in second)
+
+
+def test_unsplittable_pipelining_is_counted(capture: Capture) -> None:
+    marker = uuid.uuid4().hex
+
+    def handle(conn: socket.socket) -> None:
+        time.sleep(0.1)  # both requests arrive before the first answer and are read at once
         data = b""
         while data.count(b"\r\n\r\n") < 2:
             chunk = conn.recv(4096)

@@ -32,7 +32,7 @@ def state(cap: int = CAP, **fields: Any) -> bytes:
         "tid": 77, "local_port": 8080, "peer_port": 40000, "req_len": len(REQ), "resp_len": len(RESP),
         "sample_permille": 1000, "_pad1": b"", "cgroup_id": 5,
         "start_ns": NOW - 2 * IDLE, "resp_start_ns": NOW - 2 * IDLE + 10, "end_ns": NOW - IDLE - 1,
-        "req_size": len(REQ), "resp_size": len(RESP),
+        "req_size": len(REQ), "resp_size": len(RESP), "pipe_start_ns": 0, "pipe_offset": 0,
         "local_addr": socket.inet_aton("127.0.0.1").ljust(16, b"\0"),
         "peer_addr": socket.inet_aton("127.0.0.2").ljust(16, b"\0"),
         "req": REQ, "resp": RESP,
