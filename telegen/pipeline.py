@@ -136,6 +136,35 @@ class BoundedQueue(Generic[T]):
             }
 
 
+class QueueWorker:
+    """A thread that consumes one BoundedQueue; subclasses implement _run and stop when
+    self._stop is set. Holds the start/stop/dead-thread plumbing the workers share."""
+
+    thread_name = "telegen-worker"
+
+    def __init__(self, records: BoundedQueue[Any]) -> None:
+        self.records = records
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_progress = time.monotonic()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self.records.wake()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def thread_died(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
+
+
 class Stage(Protocol):
     """A pipeline stage: started and stopped by the agent, publishes a status snapshot."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ from telegen.assemble.red import RedMetrics
 from telegen.capture.shedding import ShedController
 from telegen.clock import MonotonicToWall
 from telegen.decode.records import RecordDecoder
-from telegen.pipeline import BoundedQueue
+from telegen.pipeline import BoundedQueue, QueueWorker
 from telegen.signals import SpanRecord
 
 log = logging.getLogger(__name__)
@@ -26,14 +25,15 @@ log = logging.getLogger(__name__)
 BATCH = 4096
 
 
-class ProcessingWorker:
+class ProcessingWorker(QueueWorker):
     name = "processing"
+    thread_name = "telegen-processing"
 
     def __init__(self, records: BoundedQueue[bytes], decoder: RecordDecoder, builder: HttpSpanBuilder,
                  red: RedMetrics, enrich: Callable[[list[SpanRecord]], None],
                  submit: Callable[[list[SpanRecord]], None], set_shed: Callable[[int], None] | None = None,
                  cpu_budget: float = 0.25) -> None:
-        self.records = records
+        super().__init__(records)
         self.decoder = decoder
         self.builder = builder
         self.red = red
@@ -42,18 +42,11 @@ class ProcessingWorker:
         self._set_shed = set_shed
         self.shed = ShedController(cpu_budget)
         self.clock = MonotonicToWall()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.spans_collected = 0
         # Called with each enriched batch (e.g. the service map); errors are the observer's own.
         self.span_observers: list[Callable[[list[SpanRecord]], None]] = []
         self.errors: collections.Counter[str] = collections.Counter()
-        self.last_progress = time.monotonic()
         self.error = ""
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="telegen-processing", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         window_cpu, window_wall = time.thread_time(), time.monotonic()
@@ -111,14 +104,8 @@ class ProcessingWorker:
         out.update(self.errors)
         return dict(out)
 
-    def stop(self, timeout: float) -> None:
-        self._stop.set()
-        self.records.wake()
-        if self._thread:
-            self._thread.join(timeout)
-
     def healthy(self) -> tuple[bool, str]:
-        if self._thread and not self._thread.is_alive() and not self._stop.is_set():
+        if self.thread_died():
             return False, "processing thread died"
         if len(self.records) and time.monotonic() - self.last_progress > 60:
             return False, "pipeline made no progress for 60 s while events were waiting"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,22 +18,23 @@ from telegen.assemble.topology import Topology
 from telegen.capture.stage import kernel_headers
 from telegen.clock import MonotonicToWall
 from telegen.decode.tcp_records import TcpConnection, TcpDecoder
-from telegen.pipeline import BoundedQueue
+from telegen.pipeline import BoundedQueue, QueueWorker
 from telegen.signals import LogRecordItem, Resource
 
 log = logging.getLogger(__name__)
 BATCH = 4096
 
 
-class TcpWorker:
+class TcpWorker(QueueWorker):
     name = "tcp"
+    thread_name = "telegen-tcp"
 
     def __init__(self, records: BoundedQueue[bytes], decoder: TcpDecoder, metrics: TcpMetrics,
                  topology: Topology, index: ConnectionIndex, resource_for: Callable[[int, int], Resource],
                  enrich_logs: Callable[[list[LogRecordItem]], None],
                  submit_logs: Callable[[list[LogRecordItem]], None],
                  live: Callable[[], list[TcpConnection]] | None = None, live_interval: float = 1.0) -> None:
-        self.records = records
+        super().__init__(records)
         self.decoder = decoder
         self.metrics = metrics
         self.topology = topology
@@ -45,16 +45,9 @@ class TcpWorker:
         self._live = live
         self.live_interval = live_interval
         self.clock = MonotonicToWall()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.connections = 0
         self.logs = 0
         self.errors: collections.Counter[str] = collections.Counter()
-        self.last_progress = time.monotonic()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="telegen-tcp", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         next_live = 0.0
@@ -110,14 +103,8 @@ class TcpWorker:
             self.errors["tcp_live_snapshot"] += 1
             log.warning("reading live TCP sockets failed: %s", exc)
 
-    def stop(self, timeout: float) -> None:
-        self._stop.set()
-        self.records.wake()
-        if self._thread:
-            self._thread.join(timeout)
-
     def healthy(self) -> tuple[bool, str]:
-        if self._thread and not self._thread.is_alive() and not self._stop.is_set():
+        if self.thread_died():
             return False, "TCP worker thread died"
         return True, ""
 
