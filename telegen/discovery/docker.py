@@ -125,6 +125,7 @@ class DockerWatcher:
                     self._handle(client, event)
                 if not self._stop.is_set():
                     self.last_error = "events stream closed by dockerd"
+                    log.warning("docker: events stream closed by dockerd; reconnecting")
             except Exception as exc:  # the daemon going away surfaces as many exception types
                 self.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 if not self._stop.is_set():

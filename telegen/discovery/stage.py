@@ -88,7 +88,7 @@ class DiscoveryStage:
             watch_timeout=opts.k8s_watch_timeout, read_timeout=opts.k8s_read_timeout,
             backoff_initial=opts.backoff_initial, backoff_max=opts.backoff_max) if self.k8s_enabled else None
         self._enricher = Enricher(
-            self.processes, self.cgroup_ids, self.docker, self.kube.store if self.kube else None,
+            self.processes, self.cgroup_ids, self.docker, self.kube.store if self.kube is not None else None,
             node_name=node_name, cluster_name=config.cluster_name, label_allowlist=opts.label_allowlist,
             annotation_allowlist=opts.annotation_allowlist)
         self.cloud: cloudmod.CloudInfo | None = None
@@ -173,7 +173,7 @@ class DiscoveryStage:
         now = time.monotonic()
         if now - at < self.opts.status_cache_seconds:
             return cached
-        got = discovered_services(self.kube.store if self.kube else None, self.docker, self.processes)
+        got = discovered_services(self.kube.store if self.kube is not None else None, self.docker, self.processes)
         self._status_cache = (now, got)
         return got
 
@@ -185,23 +185,23 @@ class DiscoveryStage:
                      "instance_id": self.cloud.instance_id}
         return {
             "kubernetes": {
-                "enabled": self.k8s_enabled, "connected": bool(k and k.connected),
+                "enabled": self.k8s_enabled, "connected": k is not None and k.connected,
                 "cluster": self.config.cluster_name or "unknown",
                 "namespace": self.opts.agent_namespace or own_namespace(),
-                "node": self.node_name or "", "pods_watched": len(k.store.pods) if k else 0,
-                "services_watched": len(k.store.services) if k else 0,
+                "node": self.node_name or "", "pods_watched": len(k.store.pods) if k is not None else 0,
+                "services_watched": len(k.store.services) if k is not None else 0,
             },
             "docker": {"enabled": self.docker_enabled,
-                       "connected": bool(self.docker and self.docker.connected),
-                       "containers": len(self.docker) if self.docker else 0},
+                       "connected": self.docker is not None and self.docker.connected,
+                       "containers": len(self.docker) if self.docker is not None else 0},
             "cloud": cloud,
             "discovered_services": self.discovered(),
         }
 
     def summary(self) -> dict[str, Any]:
         return {"kubernetes": self.k8s_enabled, "docker": self.docker_enabled,
-                "pods_discovered": len(self.kube.store.pods) if self.kube else 0,
-                "containers_discovered": len(self.docker) if self.docker else 0}
+                "pods_discovered": len(self.kube.store.pods) if self.kube is not None else 0,
+                "containers_discovered": len(self.docker) if self.docker is not None else 0}
 
     def collectors(self) -> list[Collector]:
         return [_ObjectsCollector(self), self._enricher.misses]

@@ -86,8 +86,9 @@ class Enricher:
             self._cache.clear()
 
     def _generation(self) -> int:
-        return (self.docker.generation if self.docker else 0) + (self.kube.generation if self.kube else 0) \
-            + self._extra_gen
+        docker = self.docker.generation if self.docker is not None else 0  # an empty cache is still a cache
+        kube = self.kube.generation if self.kube is not None else 0
+        return docker + kube + self._extra_gen
 
     def cache_len(self) -> int:
         return len(self._cache)

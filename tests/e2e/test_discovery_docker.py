@@ -106,6 +106,8 @@ def test_lifecycle_events_keep_the_cache(stage: DiscoveryStage, names: list[str]
     wait_for(lambda: (m := w.get(cid)) is not None and not m.running, what="die event")
     docker("rm", cid)
     wait_for(lambda: w.get(cid) is None, what="destroy event")
+    # a stream dockerd closed is reconnected within the backoff; status says so meanwhile
+    wait_for(lambda: stage.status()["docker"]["connected"], what="connected status")
     status = stage.status()
     assert status["docker"] == {"enabled": True, "connected": True, "containers": len(w)}
 

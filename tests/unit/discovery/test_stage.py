@@ -59,3 +59,13 @@ def test_backoff_doubles_to_the_cap_with_jitter() -> None:
     assert all(24.0 <= d <= 36.0 for d in delays[6:])
     b.reset()
     assert b.next() <= 0.96
+
+
+def test_connected_docker_with_no_containers_says_connected() -> None:
+    """The watcher is sized (len = cached containers): an empty cache must not read as 'off'."""
+    cfg = validate({"discovery": {"kubernetes": {"enabled": False}, "docker": {"enabled": True},
+                                  "cloud": {"enabled": False}}})
+    st = DiscoveryStage(cfg, "node-x", options=DiscoveryOptions(docker_url="unix:///nonexistent.sock"))
+    assert st.docker is not None and len(st.docker) == 0
+    st.docker.connected = True  # as after a successful list of zero containers; the thread is not started
+    assert st.status()["docker"] == {"enabled": True, "connected": True, "containers": 0}
