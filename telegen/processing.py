@@ -1,7 +1,7 @@
 """The processing worker: raw records -> decode -> spans -> enrich -> RED + export, in batches.
 
-One thread, as design.md section 5 puts it; it also measures its own CPU to steer the
-kernel's shed rate when the node saturates it.
+One thread, as design.md section 5 puts it; it also measures the agent's CPU (the whole
+process) and the node's idle share to steer the kernel's shed rate.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from telegen.assemble.http import HttpSpanBuilder
 from telegen.assemble.red import RedMetrics
-from telegen.capture.shedding import ShedController
+from telegen.capture.shedding import NodeCpu, ShedController
 from telegen.clock import MonotonicToWall
 from telegen.decode.records import RecordDecoder
 from telegen.pipeline import BoundedQueue, QueueWorker
@@ -32,7 +32,7 @@ class ProcessingWorker(QueueWorker):
     def __init__(self, records: BoundedQueue[bytes], decoder: RecordDecoder, builder: HttpSpanBuilder,
                  red: RedMetrics, enrich: Callable[[list[SpanRecord]], None],
                  submit: Callable[[list[SpanRecord]], None], set_shed: Callable[[int], None] | None = None,
-                 cpu_budget: float = 0.25) -> None:
+                 cpu_budget: float = 0.25, cpu_budget_saturated: float | None = None) -> None:
         super().__init__(records)
         self.decoder = decoder
         self.builder = builder
@@ -40,7 +40,8 @@ class ProcessingWorker(QueueWorker):
         self._enrich = enrich
         self._submit = submit
         self._set_shed = set_shed
-        self.shed = ShedController(cpu_budget)
+        self.shed = ShedController(cpu_budget, cpu_budget_saturated)
+        self.node_cpu = NodeCpu()
         self.clock = MonotonicToWall()
         self.spans_collected = 0
         # Called with each enriched batch (e.g. the service map); errors are the observer's own.
@@ -49,7 +50,7 @@ class ProcessingWorker(QueueWorker):
         self.error = ""
 
     def _run(self) -> None:
-        window_cpu, window_wall = time.thread_time(), time.monotonic()
+        window_cpu, window_wall = time.process_time(), time.monotonic()
         while not self._stop.is_set():
             batch = self.records.get_batch(BATCH, timeout=0.2)
             if batch:
@@ -58,10 +59,15 @@ class ProcessingWorker(QueueWorker):
                 self.flush_pending(final=False)
             now = time.monotonic()
             if now - window_wall >= 1.0:
-                shed = self.shed.update(time.thread_time() - window_cpu, now - window_wall)
+                cpu, was_saturated = time.process_time(), self.shed.saturated
+                shed = self.shed.update(cpu - window_cpu, now - window_wall, self.node_cpu.idle_share())
+                if self.shed.saturated != was_saturated:
+                    log.info("node CPU %s: agent budget now %.2f cores (shedding %d permille of spans)",
+                             "saturated" if self.shed.saturated else "has idle time again",
+                             self.shed.saturated_budget if self.shed.saturated else self.shed.budget, shed)
                 if self._set_shed:
                     self._set_shed(shed)
-                window_cpu, window_wall = time.thread_time(), now
+                window_cpu, window_wall = cpu, now
         # drain what is left so SIGTERM loses nothing already captured
         while batch := self.records.get_batch(BATCH):
             self.process(batch)

@@ -40,6 +40,9 @@ class SpanRecord:
     pid: int = 0  # for enrichment; not exported as such
     cgroup_id: int = 0
     sample_weight: float = 1.0  # exchanges this span stands for when the kernel sheds (RED weighting)
+    # RED's attribute pairs, worked out once per span shape by the builder; whoever rewrites one
+    # of those attributes afterwards (peer names) sets it to None so RED recomputes.
+    metric_attrs: tuple[tuple[str, AttrValue], ...] | None = None
 
 
 @dataclass(slots=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
+from telegen.assemble.http_shapes import METRIC_ATTRS, MetricAttrs
 from telegen.signals import (
     SPAN_KIND_SERVER,
-    AttrValue,
     HistogramPoint,
     MetricFamily,
     Resource,
@@ -24,8 +24,6 @@ from telegen.signals import (
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 SIZE_BUCKETS = (0.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0, 100_000_000.0)
 
-_METRIC_ATTRS = ("http.request.method", "http.response.status_code", "http.route", "url.scheme",
-                 "server.address", "server.port", "network.protocol.version", "error.type")
 
 _INSTRUMENTS = {
     # name -> (description, unit, buckets, span attribute holding the value or "" for duration)
@@ -60,7 +58,8 @@ class _Series:
         self.response_size = _Hist(len(SIZE_BUCKETS))
 
 
-_SeriesKey = tuple[str, int, tuple[tuple[str, AttrValue], ...]]  # (kind, interned resource, attributes)
+_T = TypeVar("_T", Resource, MetricAttrs)
+_SeriesKey = tuple[bool, int, int]  # (server?, interned resource, interned attribute set)
 
 
 class RedMetrics:
@@ -73,6 +72,8 @@ class RedMetrics:
         # int once per batch (bounded with the series, which are capped).
         self._resource_ids: dict[Resource, int] = {}
         self._resources: list[Resource] = []
+        self._attr_ids: dict[MetricAttrs, int] = {}  # attribute sets, interned the same way
+        self._attr_sets: list[MetricAttrs] = []
         self._start_ns = time.time_ns()
         self.max_series = max_series
         self.series_overflow = 0
@@ -80,21 +81,31 @@ class RedMetrics:
     def observe(self, spans: list[SpanRecord]) -> None:
         with self._lock:
             series = self._series
-            by_object: dict[int, int] = {}  # id(resource) -> interned id, valid while `spans` lives
+            # Per batch, by object identity: the builder shares one resource tuple per process and
+            # one attribute tuple per span shape, so most spans cost two small-int dict reads
+            # instead of hashing ~15-pair tuples. Identities are valid while `spans` lives.
+            by_resource: dict[int, int] = {}
+            by_attrs: dict[int, int] = {}
+            duration_buckets, size_buckets = DURATION_BUCKETS, SIZE_BUCKETS
             for span in spans:
-                attrs = span.attributes
-                rid = by_object.get(id(span.resource))
+                rid = by_resource.get(id(span.resource))
                 if rid is None:
-                    rid = self._resource_ids.get(span.resource)
-                    if rid is None:
-                        if len(self._resources) >= self.max_series:  # a new resource needs a new series
-                            self.series_overflow += 1
-                            continue
-                        rid = self._resource_ids[span.resource] = len(self._resources)
-                        self._resources.append(span.resource)
-                    by_object[id(span.resource)] = rid
-                key = ("server" if span.kind == SPAN_KIND_SERVER else "client", rid,
-                       tuple([(k, attrs[k]) for k in _METRIC_ATTRS if k in attrs]))
+                    rid = by_resource[id(span.resource)] = self._intern(self._resource_ids, self._resources,
+                                                                        span.resource)
+                metric_attrs = span.metric_attrs
+                aid: int | None
+                if metric_attrs is None:
+                    attrs = span.attributes
+                    aid = self._intern(self._attr_ids, self._attr_sets,
+                                       tuple([(k, attrs[k]) for k in METRIC_ATTRS if k in attrs]))
+                else:
+                    aid = by_attrs.get(id(metric_attrs))
+                    if aid is None:
+                        aid = by_attrs[id(metric_attrs)] = self._intern(self._attr_ids, self._attr_sets, metric_attrs)
+                if rid < 0 or aid is None or aid < 0:  # a new resource or attribute set would need a new series
+                    self.series_overflow += 1
+                    continue
+                key = (span.kind == SPAN_KIND_SERVER, rid, aid)
                 entry = series.get(key)
                 if entry is None:
                     if len(series) >= self.max_series:
@@ -102,19 +113,31 @@ class RedMetrics:
                         continue
                     entry = series[key] = _Series()
                 weight = span.sample_weight
-                entry.duration.add(DURATION_BUCKETS, max(0, span.end_ns - span.start_ns) / 1e9, weight)
+                entry.duration.add(duration_buckets, max(0, span.end_ns - span.start_ns) / 1e9, weight)
+                attrs = span.attributes
                 req = attrs.get("http.request.body.size")
                 if isinstance(req, int):
-                    entry.request_size.add(SIZE_BUCKETS, float(req), weight)
+                    entry.request_size.add(size_buckets, float(req), weight)
                 resp = attrs.get("http.response.body.size")
                 if isinstance(resp, int):
-                    entry.response_size.add(SIZE_BUCKETS, float(resp), weight)
+                    entry.response_size.add(size_buckets, float(resp), weight)
+
+    def _intern(self, ids: dict[_T, int], values: list[_T], value: _T) -> int:
+        """A small int for a resource or attribute set; -1 once the table is full."""
+        got = ids.get(value)
+        if got is None:
+            if len(values) >= self.max_series:
+                return -1
+            got = ids[value] = len(values)
+            values.append(value)
+        return got
 
     def collect_metrics(self) -> list[MetricFamily]:
         families: dict[tuple[str, Resource], MetricFamily] = {}
         with self._lock:
-            for (kind, rid, attrs), entry in self._series.items():
-                resource = self._resources[rid]
+            for (server, rid, aid), entry in self._series.items():
+                resource, attrs = self._resources[rid], self._attr_sets[aid]
+                kind = "server" if server else "client"
                 for suffix, hist in (("duration", entry.duration), ("request.body.size", entry.request_size),
                                      ("response.body.size", entry.response_size)):
                     if not hist.count:

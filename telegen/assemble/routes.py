@@ -51,8 +51,9 @@ class RouteResolver:
         self.overflowed: collections.Counter[str] = collections.Counter()
         self._memo: dict[str, str] = {}
 
-    def route(self, path: str, service: str) -> str:
-        """The route for a path (query already removed) as seen by `service`."""
+    def route(self, path: str, service: str, count_overflow: bool = True) -> str:
+        """The route for a path (query already removed) as seen by `service`. Callers that
+        memoize the answer count later overflows themselves (count_overflow=False)."""
         route = self._memo.get(path)
         if route is None:
             route = next((p.route for p in self._patterns if p.regex.match(path)), None) or fold_path(path)
@@ -62,7 +63,8 @@ class RouteResolver:
         if route in seen:
             return route
         if len(seen) >= self.max_routes:
-            self.overflowed[service] += 1
+            if count_overflow:
+                self.overflowed[service] += 1
             return OVERFLOW_ROUTE
         seen.add(route)
         return route

@@ -267,25 +267,25 @@ class ConnectionIndex:
                         self._by_tuple.popitem(last=False)
                 entry[conn.client] = conn
 
-    def _get(self, key: _Tuple) -> dict[bool, TcpConnection] | None:
-        with self._lock:
-            return self._by_tuple.get(key)
-
     def lookup(self, key: _Tuple, client: bool) -> tuple[float | None, int] | None:
         """(connect seconds or None, retransmits of the span's own side) for a 4-tuple."""
-        entry = self._get(key)
-        now = time.monotonic()
-        if ((entry is None or client not in entry) and self._refresh is not None
-                and now - self._refreshed >= self.refresh_interval):
-            self._refreshed = now  # a miss costs one map read per interval, not one per span
-            self.add(self._refresh())
-            entry = self._get(key)
+        # Single dict reads are atomic under the GIL, so hits take no lock; the lock and the
+        # clock are only for the miss path.
+        entry = self._by_tuple.get(key)
+        if (entry is None or client not in entry) and self._refresh is not None:
+            now = time.monotonic()
+            if now - self._refreshed >= self.refresh_interval:
+                self._refreshed = now  # a miss costs one map read per interval, not one per span
+                self.add(self._refresh())
+                entry = self._by_tuple.get(key)
         if not entry:
             self.misses += 1
             return None
         self.hits += 1
         client_side = entry.get(True)
         connect = client_side.connect_ns if client_side else None
-        own = entry.get(client) or client_side or next(iter(entry.values()))
+        own = entry.get(client) or client_side or entry.get(not client)  # keys are only True/False
+        if own is None:
+            return None
         return (connect / 1e9 if connect is not None else None), own.retransmits
 

@@ -21,17 +21,17 @@ class AddressCache:
     """format_addr with a bounded memo (cleared when full: cheap, and peers repeat)."""
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._cache: dict[tuple[bytes, int], str] = {}
+        self.cache: dict[tuple[bytes, int], str] = {}  # read directly by hot loops: hit = one dict get
         self._max = max_entries
 
     def __call__(self, raw: bytes, family: int) -> str:
         key = (raw, family)
-        got = self._cache.get(key)
+        got = self.cache.get(key)
         if got is None:
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            got = self._cache[key] = format_addr(raw, family)
+            if len(self.cache) >= self._max:
+                self.cache.clear()
+            got = self.cache[key] = format_addr(raw, family)
         return got
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self.cache)

@@ -119,8 +119,8 @@ class Enricher:
             if res is None:
                 res = memo[key] = self.resource_for(span.pid, span.cgroup_id)
             span.resource = res if not span.resource else make_resource({**dict(res), **dict(span.resource)})
-            if self.peers is not None:
-                self.peers.resolve(span.attributes)
+            if self.peers is not None and self.peers.resolve(span.attributes):
+                span.metric_attrs = None  # server.address changed: RED works its attributes out again
 
     def enrich_logs(self, logs: list[LogRecordItem]) -> None:
         memo: dict[tuple[int, int], Resource] = {}

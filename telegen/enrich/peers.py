@@ -37,8 +37,10 @@ class PeerResolver:
         got = self._memo[ip] = peer_name(self.store, ip)
         return got
 
-    def resolve(self, attrs: Attributes) -> None:
-        """Rewrite server.address / client.address IPs to names; the IP stays in network.peer.address."""
+    def resolve(self, attrs: Attributes) -> bool:
+        """Rewrite server.address / client.address IPs to names; the IP stays in network.peer.address.
+        True when something was rewritten."""
+        changed = False
         for key in ("server.address", "client.address"):
             ip = attrs.get(key)
             if not isinstance(ip, str) or not ip or not (ip[0].isdigit() or ":" in ip):
@@ -49,3 +51,5 @@ class PeerResolver:
             attrs.setdefault("network.peer.address", ip)
             attrs[key] = got[0]
             attrs.setdefault(key.split(".")[0] + ".k8s.namespace.name", got[1])
+            changed = True
+        return changed

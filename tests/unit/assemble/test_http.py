@@ -260,7 +260,7 @@ def test_local_server_span_waits_for_client_in_a_later_batch() -> None:
 
 def test_client_span_joins_the_trace_it_propagates() -> None:
     client, server = _call_pair()
-    client.request = f"GET / HTTP/1.1\r\ntraceparent: 00-{TRACE}-{PARENT}-01\r\n\r\n".encode()  # type: ignore[attr-defined]
+    client = client._replace(request=f"GET / HTTP/1.1\r\ntraceparent: 00-{TRACE}-{PARENT}-01\r\n\r\n".encode())
     spans = _builder().build([client, server], 0)  # type: ignore[list-item]
     assert {s.trace_id.hex() for s in spans} == {TRACE}
 
@@ -277,7 +277,7 @@ def test_server_outside_client_window_is_not_linked() -> None:
 
 def test_other_tuple_is_not_linked() -> None:
     client, server = _call_pair()
-    server.peer_port = 40001  # type: ignore[attr-defined]
+    server = server._replace(peer_port=40001)
     builder = _builder()
     builder.build([client], 0)  # type: ignore[list-item]
     assert builder.build([server], 0) == []  # type: ignore[list-item]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from telegen.assemble.http_shapes import METRIC_ATTRS
 from telegen.assemble.red import DURATION_BUCKETS, SIZE_BUCKETS, RedMetrics
 from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, HistogramPoint, MetricFamily, SpanRecord
 
@@ -135,3 +136,29 @@ def test_negative_duration_counts_as_zero() -> None:
     red.observe([span])
     point = _point(_families(red)["http.server.request.duration"])
     assert point.bucket_counts[0] == 1 and point.sum == 0
+
+
+def test_builder_attribute_set_is_used_and_none_recomputes() -> None:
+    """The builder hands RED its attribute pairs per shape; enrichment that rewrites one sets
+    metric_attrs to None and RED reads the (rewritten) attributes instead."""
+    red = RedMetrics()
+    precomputed = _span(0.01)
+    precomputed.metric_attrs = (("http.request.method", "GET"), ("http.route", "/from-shape"))
+    rewritten = _span(0.01, **{"server.address": "svc.ns"})
+    rewritten.metric_attrs = None
+    red.observe([precomputed, rewritten])
+    points = _families(red)["http.server.request.duration"].points
+    assert sorted(p.attributes.get("http.route", "") for p in points) == ["/from-shape", "/users/{id}"]
+    assert any(p.attributes.get("server.address") == "svc.ns" for p in points)
+
+
+def test_spans_sharing_one_attribute_tuple_share_one_series() -> None:
+    red = RedMetrics()
+    shared = tuple((k, _ATTRS[k]) for k in METRIC_ATTRS if k in _ATTRS)
+    spans = [_span(0.01) for _ in range(5)]
+    for span in spans:
+        span.metric_attrs = shared
+    red.observe(spans)
+    red.observe([_span(0.02)])  # computed from attributes: the same set, the same series
+    assert red.stats()["series"] == 1
+    assert _point(_families(red)["http.server.request.duration"]).count == 6

@@ -1,11 +1,13 @@
-"""telegen.capture.shedding.ShedController: holds span-pipeline CPU under the budget."""
+"""telegen.capture.shedding: holds the agent's CPU under its budget, and under a floor on a saturated node."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telegen.capture.shedding import ShedController
+from pathlib import Path
+
+from telegen.capture.shedding import MAX_SHED_PERMILLE, NodeCpu, ShedController
 
 
 def test_under_budget_sheds_nothing() -> None:
@@ -17,7 +19,7 @@ def test_under_budget_sheds_nothing() -> None:
 def test_over_budget_sheds_more_each_period() -> None:
     c = ShedController(0.25)
     seen = [c.update(1.0, 1.0) for _ in range(5)]
-    assert seen == [750, 938, 985, 990, 990]  # 4x over budget keeps a quarter, then capped at 990
+    assert seen == [750, 938, 985, 997, 999]  # 4x over budget keeps a quarter, then capped at 999
 
 
 def test_slightly_over_budget_sheds_at_least_ten_percent() -> None:
@@ -29,7 +31,7 @@ def test_recovers_to_zero_when_under_budget() -> None:
     c = ShedController(0.25)
     for _ in range(20):
         c.update(2.0, 1.0)
-    assert c.shed_permille == 990
+    assert c.shed_permille == MAX_SHED_PERMILLE
     steps = 0
     while c.shed_permille and steps < 100:
         c.update(0.05, 1.0)
@@ -58,5 +60,42 @@ def test_rate_always_bounded(budget: float, samples: list[tuple[float, float]]) 
     c = ShedController(budget)
     for cpu, wall in samples:
         rate = c.update(cpu, wall)
-        assert 0 <= rate <= 990
+        assert 0 <= rate <= MAX_SHED_PERMILLE
         assert rate == c.shed_permille
+
+
+def test_saturated_node_holds_the_agent_to_the_floor() -> None:
+    c = ShedController(0.25, saturated_budget_cores=0.03)
+    assert c.update(0.2, 1.0, node_idle=0.5) == 0  # spare CPU: the full budget applies
+    assert c.update(0.2, 1.0, node_idle=0.01) > 0  # no idle CPU: 0.2 cores is over the floor
+    assert c.saturated
+
+
+def test_saturated_budget_never_exceeds_the_budget() -> None:
+    assert ShedController(0.1, saturated_budget_cores=5.0).saturated_budget == 0.1
+
+
+def test_unknown_node_idle_uses_the_full_budget() -> None:
+    c = ShedController(0.25, saturated_budget_cores=0.01)
+    assert c.update(0.2, 1.0, node_idle=None) == 0
+    assert not c.saturated
+
+
+def _stat(path: Path, user: int, idle: int, steal: int = 0) -> None:
+    path.write_text(f"cpu  {user} 0 0 {idle} 0 0 0 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+
+
+def test_node_cpu_idle_share_between_reads(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    _stat(stat, 100, 100)
+    node = NodeCpu(stat)
+    _stat(stat, 190, 110, steal=500)  # 90 busy, 10 idle; steal is the hypervisor's, not counted
+    assert node.idle_share() == 0.1
+    assert node.idle_share() is None  # no time passed
+
+
+def test_node_cpu_unreadable_or_malformed_is_none(tmp_path: Path) -> None:
+    assert NodeCpu(tmp_path / "missing").idle_share() is None
+    bad = tmp_path / "stat"
+    bad.write_text("garbage\n")
+    assert NodeCpu(bad).idle_share() is None
