@@ -5,15 +5,17 @@
 
 Two regimes (issue 4, Performance):
 
-1. fixed rate: an open-loop keep-alive load generator (this file, ``--loadgen`` mode, asyncio,
-   requests scheduled at t0 + i/rate, latency measured from the *scheduled* time so a stall
-   is not hidden by coordinated omission) pinned to CPU 1. Reports agent CPU ms per 1,000
-   requests, p99 ON/OFF, spans collected per request sent (each request is two exchanges the
-   agent sees: nginx's SERVER side and the load generator's CLIENT side), events lost.
+1. fixed rate: Debian's ``hey`` (``-c C -q rate/C``, keep-alive, open loop per worker) pinned to
+   CPU 1; ``--fixed-tool python`` uses this file's asyncio generator instead (requests scheduled
+   at t0 + i/rate, latency from the *scheduled* time). Reports agent CPU ms per 1,000 requests,
+   p99 ON/OFF, spans collected per request sent (each request is two exchanges the agent sees:
+   nginx's SERVER side and the load generator's CLIENT side), events lost.
 2. saturation: Debian's ``wrk -t1 -c32`` pinned to CPU 1. Reports throughput ON/OFF, kernel
    exchange count vs wrk's request count, shed ratio.
 
-nginx (``/usr/sbin/nginx``, master + 1 worker) is pinned to CPU 0. The agent is not pinned.
+nginx (``/usr/sbin/nginx``, master + 1 worker) is pinned to CPU 0. The agent is not pinned. In
+ON rounds the agent exports over OTLP/gRPC with its default settings (gzip) to bench/otlp_sink.py,
+a receiver that discards what it gets, pinned to CPU 1 with the load generator.
 The agent is started fresh for each ON round (start-to-ready is measured each time) and
 stopped before the next OFF round. The summary is printed as JSON and written to
 bench/results/http_overhead.json. Not part of the test suite; needs root (BPF).
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TELEGEN = ROOT / ".venv" / "bin" / "telegen"
 NGINX = "/usr/sbin/nginx"
 WRK = "/usr/bin/wrk"
+HEY = "/usr/bin/hey"
 BODY_PATH = "/1k.bin"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -222,8 +225,26 @@ http {{
                 self.proc.wait()
 
 
+class OtlpSink:
+    """bench/otlp_sink.py in a subprocess on the load generator's core."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "otlp_sink.py"), "--port", str(self.port)],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("OTLP sink did not start")
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=10)
+        return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+
 class Agent:
-    def __init__(self, workdir: Path, index: int) -> None:
+    def __init__(self, workdir: Path, index: int, otlp_endpoint: str = "") -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = workdir / f"agent-{index}.yaml"
@@ -231,7 +252,7 @@ class Agent:
 self_telemetry:
   listen: "127.0.0.1:{self.port}"
 otlp:
-  endpoint: ""
+  endpoint: "{otlp_endpoint}"
 export:
   console:
     enabled: false
@@ -261,6 +282,7 @@ discovery:
 
     def snapshot(self) -> dict:
         status = json.loads(http_get(self.base + "/status/ebpf")[1])
+        export = json.loads(http_get(self.base + "/status/export")[1])
         metrics = http_get(self.base + "/metrics")[1].decode()
         m = re.search(r"^telegen_spans_collected_total\s+(\S+)", metrics, re.M)
         return {
@@ -272,6 +294,8 @@ discovery:
             "sampled_out": status["http"]["sampled_out"],
             "shed_permille": status["http"]["shed_permille"],
             "spans_collected": float(m.group(1)) if m else float("nan"),
+            "spans_exported": export["queues"]["traces"]["exported"],
+            "spans_export_dropped": export["queues"]["traces"]["dropped"],
             "cpu_s": proc_cpu_seconds(self.proc.pid),
         }
 
@@ -282,7 +306,8 @@ discovery:
         while time.monotonic() < deadline:
             time.sleep(0.5)
             cur = self.snapshot()
-            if cur["spans_collected"] == last["spans_collected"] and cur["exchanges"] == last["exchanges"]:
+            if (cur["spans_collected"] == last["spans_collected"] and cur["exchanges"] == last["exchanges"]
+                    and cur["spans_exported"] == last["spans_exported"]):
                 return cur
             last = cur
         return last
@@ -300,6 +325,29 @@ discovery:
 # --------------------------------------------------------------------------- regimes
 
 def run_fixed(port: int, args: argparse.Namespace) -> dict:
+    return run_hey(port, args) if args.fixed_tool == "hey" else run_python_loadgen(port, args)
+
+
+def run_hey(port: int, args: argparse.Namespace) -> dict:
+    workers = args.connections
+    out = subprocess.run(
+        ["taskset", "-c", "1", HEY, "-z", f"{args.fixed_duration}s", "-c", str(workers),
+         "-q", str(args.rate / workers), "-disable-compression", f"http://127.0.0.1:{port}{BODY_PATH}"],
+        capture_output=True, text=True, timeout=args.fixed_duration + 60)
+    text = out.stdout
+    m_rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    m_ok = re.search(r"\[200\]\s+(\d+) responses", text)
+    pct = {q: float(v) * 1000 for q, v in re.findall(r"(\d+)% in ([\d.]+) secs", text)}
+    errors = sum(int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", text) if code != "200")
+    errors += sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s+Get", text, re.M))
+    if not (m_rps and m_ok and "99" in pct):
+        raise RuntimeError("could not parse hey output: " + text[-2000:] + out.stderr[-2000:])
+    return {"tool": "hey", "target_rate": args.rate, "connections": workers, "completed": int(m_ok.group(1)),
+            "errors": errors, "achieved_rate": round(float(m_rps.group(1)), 1), "p50_ms": round(pct["50"], 4),
+            "p90_ms": round(pct["90"], 4), "p99_ms": round(pct["99"], 4)}
+
+
+def run_python_loadgen(port: int, args: argparse.Namespace) -> dict:
     out = subprocess.run(
         ["taskset", "-c", "1", sys.executable, __file__, "--loadgen", "--port", str(port),
          "--rate", str(args.rate), "--fixed-duration", str(args.fixed_duration),
@@ -339,7 +387,8 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
     if not on:
         row["load"] = run(nginx.port, args)
         return row
-    agent = Agent(workdir, index)
+    sink = OtlpSink() if args.export == "otlp" else None
+    agent = Agent(workdir, index, f"127.0.0.1:{sink.port}" if sink else "")
     try:
         agent.start()
         row["start_to_ready_s"] = agent.start_to_ready_s
@@ -352,7 +401,8 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
         drained = agent.wait_drained(before)
         row["rss_mib_end"] = rss_mib(agent.proc.pid)
         d = {k: drained[k] - before[k] for k in ("events_lost", "exchanges", "sampled_out",
-                                                 "spans_collected", "emitted", "dropped_in_agent")
+                                                 "spans_collected", "emitted", "dropped_in_agent",
+                                                 "spans_exported", "spans_export_dropped")
              if isinstance(before.get(k), (int, float))}
         row["agent"] = "on"
         row["window_s"] = round(window, 2)
@@ -372,6 +422,8 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
         row["shed_ratio"] = round(d["sampled_out"] / max(1, d["exchanges"]), 5)
     finally:
         agent.stop()
+        if sink:
+            row["otlp_sink"] = sink.stop()
     return row
 
 
@@ -401,6 +453,8 @@ def summarize(rows: list[dict]) -> dict:
             "span_coverage_of_both_sides": [round(r["spans_per_request"] / 2, 5) for r in on],
             "events_lost": [r["delta"]["events_lost"] for r in on],
             "sampled_out": [r["delta"]["sampled_out"] for r in on],
+            "spans_exported_per_request": [round(r["delta"]["spans_exported"] / r["requests"], 5) for r in on],
+            "spans_export_dropped": [r["delta"]["spans_export_dropped"] for r in on],
             "errors": [r["load"]["errors"] for r in off + on],
         }
     off, on = on_off("saturation")
@@ -434,9 +488,12 @@ def summarize(rows: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="OFF/ON pairs per regime")
-    parser.add_argument("--rate", type=float, default=2000, help="fixed-rate requests/s")
+    parser.add_argument("--rate", type=float, default=5000, help="fixed-rate requests/s")
+    parser.add_argument("--fixed-tool", choices=("hey", "python"), default="hey")
+    parser.add_argument("--export", choices=("otlp", "none"), default="otlp",
+                        help="ON rounds export over OTLP to bench/otlp_sink.py (default) or not at all")
     parser.add_argument("--fixed-duration", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=16, help="fixed-rate keep-alive connections")
+    parser.add_argument("--connections", type=int, default=50, help="fixed-rate keep-alive connections")
     parser.add_argument("--wrk-duration", type=int, default=10)
     parser.add_argument("--wrk-connections", type=int, default=32)
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after /ready before load")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,8 @@ class ProcessingWorker(QueueWorker):
         self._set_shed = set_shed
         self.shed = ShedController(cpu_budget, cpu_budget_saturated)
         self.node_cpu = NodeCpu()
+        # Set by the agent once every stage has started: the compile's CPU must not count.
+        self.budget_armed = threading.Event()
         self.clock = MonotonicToWall()
         self.spans_collected = 0
         # Called with each enriched batch (e.g. the service map); errors are the observer's own.
@@ -58,7 +61,9 @@ class ProcessingWorker(QueueWorker):
             else:
                 self.flush_pending(final=False)
             now = time.monotonic()
-            if now - window_wall >= 1.0:
+            if not self.budget_armed.is_set():  # start-up (BPF compiles) is not span work
+                window_cpu, window_wall = time.process_time(), now
+            elif now - window_wall >= 1.0:
                 cpu, was_saturated = time.process_time(), self.shed.saturated
                 shed = self.shed.update(cpu - window_cpu, now - window_wall, self.node_cpu.idle_share())
                 if self.shed.saturated != was_saturated:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import socket
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def free_port() -> int:
 
 
 class RunningAgent:
-    def __init__(self, tmp: Path, receiver: OtlpReceiver) -> None:
+    def __init__(self, tmp: Path, receiver: OtlpReceiver, ebpf_yaml: str = "") -> None:
+        """ebpf_yaml: extra `agent.ebpf` keys as `key: value` lines (e.g. a tiny cpu_budget)."""
         self.port = free_port()
         cfg = tmp / "config.yaml"
         cfg.write_text(f"""
@@ -52,6 +54,9 @@ export:
 agent:
   http:
     routes: [{{pattern: "/orders/{{order}}"}}]
+  ebpf:
+    enabled: true
+{textwrap.indent(ebpf_yaml, "    ")}
 discovery:
   kubernetes: {{enabled: false}}
 """)
