@@ -174,3 +174,12 @@ def test_counters_always_balance(ops: list[tuple[str, object]], capacity: int, m
         assert len(q) <= capacity
         assert not max_bytes or q.size_bytes <= max_bytes
         assert q.size_bytes == sum(len(i) for i, _ in q._items)
+
+
+def test_uncosted_batch_put_keeps_order_and_counts_the_refused() -> None:
+    q: BoundedQueue[int] = BoundedQueue("records", 5)
+    assert q.put_many(range(3)) == 3  # not a list: taken as one
+    assert q.put_many([3, 4, 5, 6, 7]) == 2
+    assert q.produced == 8 and q.dropped["queue_full"] == 3
+    assert q.get_batch(10) == [0, 1, 2, 3, 4]
+    assert q.produced == len(q) + q.taken + q.dropped_total
