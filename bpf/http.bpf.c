@@ -1,9 +1,20 @@
 /* HTTP/1.x capture: pairs request and response per (tgid, fd) in the kernel and emits one
- * ring-buffer record per exchange. Each syscall has a tracepoint and a kprobe entry; the
- * loader defines TP_<syscall> or KP_<syscall> for the method it chose, so only those exist.
+ * ring-buffer record per exchange. Each syscall has three possible entries; the loader
+ * defines one switch per syscall for the method it chose, so only those programs exist:
+ *   KP_<syscall>   kprobe + kretprobe on the syscall's function (kernels with kprobes)
+ *   RAW_<syscall>  dispatched by the two raw_syscalls programs (with RAW_SYSCALLS), the
+ *                  default without kprobes: two programs to verify instead of 25 (start-up),
+ *                  ~200 ns less per traced syscall than syscalls:* tracepoints, but every
+ *                  other syscall pays ~150 ns more (both programs run for it); see docs/capture.md
+ *   TP_<syscall>   syscalls:sys_enter_/sys_exit_ tracepoints, only when configuration forces them
  *
  * -D flags from the loader: CAPTURE_BYTES, MAX_CONNS, RINGBUF_PAGES, SELF_TGID (0: none),
  * and the OFF_* struct offsets read from BTF (see include/sock_walk.h).
+ *
+ * Costs that shaped the data path (6.18 under KVM, bpf_stats): a bpf_probe_read_user ~190 ns,
+ * a kernel copy of 256 bytes ~60 ns, bpf_ktime_get_ns and a task-storage lookup ~55 ns each.
+ * So each syscall's data is read from user memory once, into a per-CPU copy that the checks
+ * and captures then use.
  */
 #include <uapi/linux/ptrace.h>
 
@@ -24,12 +35,23 @@
 #define OP_SENDFILE 7
 #define OP_ACCEPT 8
 #define OP_CONNECT 9
+#define OP_CLOSE 10 /* raw dispatch only: close is handled at entry */
 
+#define MAX_IOV_SEGS 4 /* vectored I/O: the capture comes from the first four iovecs at most */
 
 struct syscall_args {
     __u64 buf; /* user buffer, iovec array or msghdr, by op */
     __u32 fd;
     __u32 op;
+};
+
+/* What one syscall moved: `len` bytes, the first `contig` of them at `buf`; for vectored I/O
+ * the rest are in the iovecs of the array at `iov` (0 when not vectored). */
+struct data_view {
+    const void *buf;
+    __u64 len;
+    __u64 contig;
+    __u64 iov;
 };
 
 BPF_RINGBUF_OUTPUT(http_events, RINGBUF_PAGES);
@@ -47,6 +69,19 @@ struct capture_buf {
     __u8 b[CAPTURE_BYTES];
 };
 BPF_PERCPU_ARRAY(http_shift, struct capture_buf, 1); /* moves a pipelined request's head to the front */
+/* The first CAPTURE_BYTES of the current syscall's data, read once (twice the size, like the
+ * pairing entry's captures, so the verifier can prove the appends). Per CPU, like http_scratch:
+ * filled and used within one run of one exit program, which the kernel never runs twice at once
+ * on a CPU (a nested run is skipped and counted in the program's recursion_misses). */
+struct data_copy {
+    __u8 b[2 * CAPTURE_BYTES];
+    /* These two live here, not on the stack, and are read back from here: the verifier does not
+     * track map memory, so the checks on the lengths and the ways gather() ends do not split its
+     * states for the rest of the program (the exit program verified in 15k steps, not 75k). */
+    struct data_view d;
+    __u64 copied; /* bytes valid in b[] */
+};
+BPF_PERCPU_ARRAY(http_data, struct data_copy, 1);
 BPF_PERCPU_ARRAY(counters, __u64, CNT_MAX);
 BPF_ARRAY(http_shed, __u32, 1); /* [0]: permille of exchanges NOT to emit (0: all); user space steers it */
 
@@ -71,23 +106,53 @@ static __always_inline int is_self(__u64 pid_tgid)
 #endif
 }
 
-static __always_inline void append(__u8 *dst, __u16 *len, const void *src, __u64 n)
+/* Append up to n bytes from src (user memory, or the kernel's per-CPU copy) to a capture. */
+static __always_inline void append(__u8 *dst, __u16 *len, const void *src, __u64 n, int user)
 {
     __u32 off = *len;
     __u64 take; /* 64-bit and re-checked after a barrier: older verifiers (6.1) otherwise see
                  * the unbounded syscall length in the size register */
+    long err;
 
     if (off >= CAPTURE_BYTES || !src || !n)
         return;
     take = CAPTURE_BYTES - off;
     if (n < take)
         take = n;
+    asm volatile("" : "+r"(off)); /* keeps the mask, which the compiler knows is redundant */
     off &= (CAPTURE_BYTES - 1);
     asm volatile("" : "+r"(take));
     if (take > CAPTURE_BYTES)
         return;
-    if (bpf_probe_read_user(dst + off, take, src) == 0)
+    err = user ? bpf_probe_read_user(dst + off, take, src) : bpf_probe_read_kernel(dst + off, take, src);
+    if (err == 0)
         *len = off + take;
+}
+
+/* Read the leading bytes of a syscall's data into the per-CPU copy: up to `want` (at most
+ * CAPTURE_BYTES), across the first iovecs of vectored I/O. Returns how many; 0 when the first
+ * segment cannot be read. */
+static __always_inline __u64 gather(struct data_copy *c, const struct data_view *d, __u64 want)
+{
+    __u64 left = d->len - d->contig;
+    __u16 n = 0;
+
+    append(c->b, &n, d->buf, d->contig < want ? d->contig : want, 1);
+    if (!n || !d->iov)
+        return n;
+#pragma unroll
+    for (int i = 1; i < MAX_IOV_SEGS; i++) {
+        struct { __u64 base; __u64 len; } v = {};
+        if (!left || n >= want)
+            break;
+        if (bpf_probe_read_user(&v, sizeof(v), (const char *)d->iov + i * sizeof(v)))
+            break;
+        if (v.len > left)
+            v.len = left;
+        append(c->b, &n, (const void *)v.base, v.len, 1);
+        left -= v.len;
+    }
+    return n;
 }
 
 static __always_inline void emit(struct http_conn_state *st, __u8 why, __u64 key)
@@ -133,7 +198,8 @@ static __always_inline void emit(struct http_conn_state *st, __u8 why, __u64 key
     count(CNT_HTTP_EMITTED);
 }
 
-static __always_inline void start_request(struct http_conn_state *st, const void *buf, __u64 len, __u64 now)
+/* A new exchange begins; the caller captures its bytes when st->sampled. */
+static __always_inline void start_request(struct http_conn_state *st, __u64 len, __u64 now)
 {
     __u32 zero = 0;
     __u32 *shed = http_shed.lookup(&zero);
@@ -153,9 +219,7 @@ static __always_inline void start_request(struct http_conn_state *st, const void
     st->tid = (__u32)bpf_get_current_pid_tgid();
     st->cgroup_id = bpf_get_current_cgroup_id();
     st->sample_permille = rate > 1000 ? 1000 : rate;
-    st->sampled = rate >= 1000 || (bpf_get_prandom_u32() % 1000) < rate;
-    if (st->sampled) /* a shed exchange keeps only sizes and times: no bytes copied */
-        append(st->req, &st->req_len, buf, len);
+    st->sampled = rate >= 1000 || (bpf_get_prandom_u32() % 1000) < rate; /* shed: sizes and times only */
 }
 
 /* Create the pairing entry for a socket that is starting an HTTP request. */
@@ -222,101 +286,159 @@ static __always_inline void next_pipelined(struct http_conn_state *st, __u64 key
     st->resp_start_ns = now;
 }
 
-static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, const void *buf, __u64 len,
-                                        __u8 sendfile)
+
+/* The chunked-body terminator "\r\n0\r\n\r\n" ends the data just written. The last bytes come
+ * from the per-CPU copy when it holds all the data (no second user read), else from user
+ * memory when the data is contiguous; the end of a large vectored write is not checked. */
+static __always_inline int ends_chunked(const struct data_view *d, const __u8 *copy, __u64 copied)
 {
-    __u64 key = conn_key(pid_tgid, fd), now = bpf_ktime_get_ns();
-    struct http_conn_state *st = http_conns.lookup(&key);
+    __u8 tail[7] = {};
+    __u32 n = d->len >= 7 ? 7 : 5;
+
+    if (d->len <= copied) {
+        __u64 off = d->len - n;
+#pragma unroll
+        for (int i = 0; i < 7; i++)
+            if (i < n)
+                tail[i] = copy[(off + i) & (CAPTURE_BYTES - 1)];
+    } else if (d->contig < d->len || bpf_probe_read_user(tail, n, (const char *)d->buf + d->len - n)) {
+        return 0;
+    }
+    /* a header block cannot end that way (a header line of just "0" is invalid), unlike
+     * "Content-Length: 20000\r\n\r\n" */
+    __u8 *t = n == 7 ? tail + 2 : tail;
+    return (n == 5 || (tail[0] == '\r' && tail[1] == '\n')) && t[0] == '0' && t[1] == '\r' && t[2] == '\n' &&
+           t[3] == '\r' && t[4] == '\n';
+}
+
+/* Data on a socket with no pairing entry: a request starts one (*fresh set); a response may
+ * belong to an entry under another fd (dup'd). Returns the entry to continue with, or 0. Only
+ * the lookup before and one 12-byte read are spent on data that is not HTTP. */
+static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, __u8 dir, const struct data_view *d,
+                                                         int *fresh)
+{
     __u8 head[12] = {};
+    struct http_conn_state *st = 0;
 
-    if (!sendfile && buf)
-        bpf_probe_read_user(head, len < sizeof(head) ? (len & 0xf) : sizeof(head), buf);
-
-    if (!st && !sendfile && len >= 9 && tg_is_http_response(head)) {
+    if (d->contig < 8)
+        return 0;
+    bpf_probe_read_user(head, d->contig < sizeof(head) ? (d->contig & 0xf) : sizeof(head), d->buf);
+    if (d->contig >= 9 && tg_is_http_response(head)) {
         __u64 sk_key = (__u64)tg_fd_to_sock(fd);
         __u64 *owner = sk_key ? http_sock_conn.lookup(&sk_key) : 0;
         if (owner) {
-            key = *owner;
-            st = http_conns.lookup(&key);
+            *key = *owner;
+            st = http_conns.lookup(key);
         }
+        return st;
     }
+    if (!tg_is_http_request(head))
+        return 0;
+    st = track(*key, fd, dir);
+    if (st) {
+        start_request(st, d->len, bpf_ktime_get_ns());
+        *fresh = 1;
+    }
+    return st;
+}
+
+static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, struct data_copy *copy, __u8 sendfile)
+{
+    const struct data_view *d = &copy->d;
+    __u64 key = conn_key(pid_tgid, fd);
+    struct http_conn_state *st = http_conns.lookup(&key);
+    int fresh = 0;
+
     if (!st) {
-        if (sendfile || len < 8 || !tg_is_http_request(head))
+        if (sendfile)
             return;
-        st = track(key, fd, dir);
+        st = untracked(&key, fd, dir, d, &fresh);
         if (!st)
             return;
-        start_request(st, buf, len, now);
-        return;
     }
     __u8 req_dir = st->role == ROLE_SERVER ? DIR_INGRESS : DIR_EGRESS;
+    if (dir != req_dir && st->state == ST_IDLE)
+        return; /* nothing asked: not an answer */
+    /* The leading bytes, read once: the head checks, the captures and the chunked-end check use
+     * them. Only a head's worth when no capture can take more (shed, or that side is full), so
+     * a long transfer does not read CAPTURE_BYTES per syscall. A request that may start a new
+     * exchange gets all: whether that one is shed is drawn only when it starts. */
+    int room = dir == req_dir ? st->state != ST_REQUEST || (st->sampled && st->req_len < CAPTURE_BYTES)
+                              : st->sampled && (st->state == ST_REQUEST || st->resp_len < CAPTURE_BYTES ||
+                                                st->pipe_start_ns);
+    copy->copied = sendfile ? 0 : gather(copy, d, room ? CAPTURE_BYTES : 16);
+    __u64 copied = *(volatile __u64 *)&copy->copied; /* re-read: see struct data_copy */
+    const __u8 *h = copy->b;
+    int is_req = copied >= 8 && tg_is_http_request(h);
+    int is_resp = copied >= 9 && tg_is_http_response(h);
+    int interim = is_resp && copied >= 10 && h[9] == '1';
+
+    if (fresh) { /* untracked() started this exchange */
+        if (st->sampled)
+            append(st->req, &st->req_len, copy->b, copied, 0);
+        return;
+    }
     if (dir == req_dir) {
-        if (st->state == ST_RESPONSE && !sendfile && tg_is_http_request(head)) {
+        if (st->state == ST_RESPONSE && is_req) {
             emit(st, HTTP_FLAG_NEXT_REQUEST, key);
             st->state = ST_IDLE;
         }
         if (st->state == ST_IDLE) {
-            if (!sendfile && len >= 8 && tg_is_http_request(head))
-                start_request(st, buf, len, now);
+            if (is_req) {
+                start_request(st, d->len, bpf_ktime_get_ns());
+                if (st->sampled)
+                    append(st->req, &st->req_len, copy->b, copied, 0);
+            }
             return;
         }
         if (st->state == ST_REQUEST) {
-            if (!sendfile && len >= 8 && tg_is_http_request(head)) {
+            if (is_req) {
                 if (!st->pipe_start_ns) {
-                    st->pipe_start_ns = now;
+                    st->pipe_start_ns = bpf_ktime_get_ns();
                     st->pipe_offset = st->req_size;
                 } else {
                     count(CNT_HTTP_PIPELINED); /* deeper than two: stays merged */
                 }
             }
-            st->req_size += len;
-            if (!sendfile && st->sampled)
-                append(st->req, &st->req_len, buf, len);
+            st->req_size += d->len;
+            if (st->sampled)
+                append(st->req, &st->req_len, copy->b, copied, 0);
         }
         return;
     }
     /* response direction */
-    if (st->state == ST_IDLE)
-        return;
+    __u64 now = bpf_ktime_get_ns();
     if (st->state == ST_REQUEST) {
-        if (!sendfile && tg_is_http_response(head) && head[9] == '1') {
+        if (interim) {
             count(CNT_HTTP_INTERIM); /* 100 Continue and friends: the real answer follows */
             return;
         }
         st->state = ST_RESPONSE;
         st->resp_start_ns = now;
-    } else if (!sendfile && len >= 9 && tg_is_http_response(head) && head[9] != '1') {
+    } else if (is_resp && !interim) {
         if (st->pipe_start_ns)
             next_pipelined(st, key, now);
         else
             count(CNT_HTTP_PIPELINED); /* both requests came in one read: this answer stays merged */
     }
-    st->resp_size += len;
+    st->resp_size += d->len;
     st->end_ns = now;
     if (sendfile) {
         st->flags |= HTTP_FLAG_SENDFILE;
-    } else if (st->sampled) {
-        append(st->resp, &st->resp_len, buf, len);
+        return;
     }
+    if (st->sampled)
+        append(st->resp, &st->resp_len, copy->b, copied, 0);
     /* A chunked body ends with "0\r\n\r\n". Other complete responses are emitted by the next
      * request, the close, or user space's sweep of idle entries (telegen/capture/sweep.py):
      * scanning headers here made every program ~500k verifier steps and start-up take 50 s. */
-    if (!sendfile && buf && len >= 5) {
-        /* "\r\n0\r\n\r\n" ends a chunked body; a header block cannot end that way (a header
-         * line of just "0" is invalid), unlike "Content-Length: 20000\r\n\r\n". */
-        __u8 tail[7] = {};
-        __u32 n = len >= 7 ? 7 : 5;
-        bpf_probe_read_user(tail, n, (const char *)buf + len - n);
-        __u8 *t = n == 7 ? tail + 2 : tail;
-        if ((n == 5 || (tail[0] == '\r' && tail[1] == '\n')) && t[0] == '0' && t[1] == '\r' && t[2] == '\n' &&
-            t[3] == '\r' && t[4] == '\n') {
-            emit(st, HTTP_FLAG_CHUNKED_DONE, key);
-            st->state = ST_IDLE;
-        }
+    if (d->len >= 5 && ends_chunked(d, copy->b, copied)) {
+        emit(st, HTTP_FLAG_CHUNKED_DONE, key);
+        st->state = ST_IDLE;
     }
 }
 
-/* ---- syscall entry/exit, shared by both attach methods ---- */
+/* ---- syscall entry/exit, shared by every attach method ---- */
 
 static __always_inline int on_enter(__u32 fd, __u64 buf, __u32 op)
 {
@@ -347,13 +469,15 @@ static __always_inline const void *first_iov(__u64 iov, __u64 *iov_len)
 
 static __always_inline int on_exit(long ret)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    /* The raw sys_exit program runs this for every syscall: the task-storage lookup is the
+     * filter, before any other helper. */
     struct syscall_args *a = http_active.task_storage_get(bpf_get_current_task_btf(), 0, 0);
 
     if (!a || !a->op)
         return 0;
     struct syscall_args args = *a;
     a->op = 0;
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
 
     if (args.op == OP_ACCEPT || args.op == OP_CONNECT) {
         /* connect on a non-blocking socket answers -EINPROGRESS (-115) */
@@ -368,21 +492,29 @@ static __always_inline int on_exit(long ret)
     if (ret <= 0)
         return 0;
 
-    __u64 len = (__u64)ret, iov_len = 0;
-    const void *buf = (const void *)args.buf;
+    __u32 zero = 0;
+    struct data_copy *copy = http_data.lookup(&zero);
+    if (!copy)
+        return 0;
+    struct data_view *d = &copy->d;
     __u8 dir = (args.op == OP_READ || args.op == OP_READV || args.op == OP_RECVMSG) ? DIR_INGRESS : DIR_EGRESS;
 
-    if (args.op == OP_READV || args.op == OP_WRITEV) {
-        buf = first_iov(args.buf, &iov_len);
-    } else if (args.op == OP_RECVMSG || args.op == OP_SENDMSG) {
-        __u64 iov = 0; /* struct user_msghdr: msg_iov at offset 16 (UAPI, stable) */
-        bpf_probe_read_user(&iov, sizeof(iov), (const char *)args.buf + 16);
-        buf = iov ? first_iov(iov, &iov_len) : 0;
+    d->buf = (const void *)args.buf;
+    d->len = d->contig = (__u64)ret;
+    d->iov = 0;
+    if (args.op == OP_READV || args.op == OP_WRITEV || args.op == OP_RECVMSG || args.op == OP_SENDMSG) {
+        __u64 iov = args.buf, iov_len = 0;
+        if (args.op == OP_RECVMSG || args.op == OP_SENDMSG) /* struct user_msghdr: msg_iov at offset 16 (UAPI) */
+            bpf_probe_read_user(&iov, sizeof(iov), (const char *)args.buf + 16);
+        d->buf = iov ? first_iov(iov, &iov_len) : 0;
+        d->iov = iov;
+        d->contig = !d->buf ? 0 : (iov_len < (__u64)ret ? iov_len : (__u64)ret);
+    } else if (args.op == OP_SENDFILE) {
+        d->buf = 0;
+        d->contig = 0;
     }
-    /* For vectored I/O only the first iovec is inspected; every byte still counts in the sizes. */
-    if (args.op == OP_SENDFILE)
-        buf = 0;
-    handle_data(pid_tgid, args.fd, dir, buf, len, args.op == OP_SENDFILE);
+    asm volatile("" ::: "memory"); /* from here on read from the map (see struct data_copy) */
+    handle_data(pid_tgid, args.fd, dir, copy, args.op == OP_SENDFILE);
     return 0;
 }
 
@@ -521,4 +653,91 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) { return on_close(args->fd); }
 #endif
 #ifdef KP_close
 int syscall__close(struct pt_regs *ctx, unsigned long fd) { return on_close(fd); }
+#endif
+
+/* ---- raw_syscalls:sys_enter / sys_exit: -DRAW_SYSCALLS plus one -DRAW_<syscall> per syscall
+ * they dispatch. Two programs for every syscall of every process, so syscalls not chosen leave
+ * sys_enter after one switch, before any helper call, and sys_exit after the task-storage
+ * lookup (no entry, or op 0). x86_64 only, like the whole agent: the ids are x86_64's
+ * (asm/unistd.h) and the arguments are read from its struct pt_regs. ---- */
+#ifdef RAW_SYSCALLS
+#include <asm/unistd.h>
+
+/* struct pt_regs from si to cs: the first two syscall arguments (di, si) and the code segment */
+struct raw_regs {
+    __u64 si, di, orig_ax, ip, cs;
+};
+_Static_assert(offsetof(struct pt_regs, cs) - offsetof(struct pt_regs, si) == 32, "x86_64 struct pt_regs");
+/* __USER_CS: a 64-bit syscall. 32-bit ones (int 0x80, sysenter: __USER32_CS) number syscalls
+ * differently and pass arguments in other registers; syscalls:* tracepoints skip them too. */
+#define RAW_USER64_CS 0x33
+
+static __always_inline __u32 raw_op(__u64 id)
+{
+    switch (id) {
+#ifdef RAW_read
+    case __NR_read: return OP_READ;
+#endif
+#ifdef RAW_write
+    case __NR_write: return OP_WRITE;
+#endif
+#ifdef RAW_readv
+    case __NR_readv: return OP_READV;
+#endif
+#ifdef RAW_writev
+    case __NR_writev: return OP_WRITEV;
+#endif
+#ifdef RAW_recvfrom
+    case __NR_recvfrom: return OP_READ;
+#endif
+#ifdef RAW_sendto
+    case __NR_sendto: return OP_WRITE;
+#endif
+#ifdef RAW_recvmsg
+    case __NR_recvmsg: return OP_RECVMSG;
+#endif
+#ifdef RAW_sendmsg
+    case __NR_sendmsg: return OP_SENDMSG;
+#endif
+#ifdef RAW_sendfile64
+    case __NR_sendfile: return OP_SENDFILE;
+#endif
+#ifdef RAW_accept4
+    case __NR_accept4: return OP_ACCEPT;
+#endif
+#ifdef RAW_accept
+    case __NR_accept: return OP_ACCEPT;
+#endif
+#ifdef RAW_connect
+    case __NR_connect: return OP_CONNECT;
+#endif
+#ifdef RAW_close
+    case __NR_close: return OP_CLOSE;
+#endif
+    }
+    return 0;
+}
+
+/* args[0]: struct pt_regs * of the syscall, args[1]: its id */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    __u32 op = raw_op(ctx->args[1]);
+    struct raw_regs r;
+
+    if (!op)
+        return 0;
+    if (bpf_probe_read_kernel(&r, sizeof(r), (const char *)ctx->args[0] + offsetof(struct pt_regs, si)) ||
+        (__u16)r.cs != RAW_USER64_CS) /* 16 bits: FRED kernels keep more in the word */
+        return 0;
+    if (op == OP_CLOSE)
+        return on_close(r.di);
+    return on_enter(r.di, op < OP_SENDFILE ? r.si : 0, op);
+}
+
+/* args[1]: the return value. Every syscall's exit comes here; on_exit's task-storage lookup
+ * tells whether sys_enter (or a kprobe) saved one of ours. */
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    return on_exit((long)ctx->args[1]);
+}
 #endif

@@ -1,11 +1,13 @@
 """Composition root: builds the stages, wires their queues, runs start/stop/reload.
 
 Stages never import each other; this module connects them and implements AgentControl,
-the only surface the API sees.
+the only surface the API sees. The capture stages come in already loading (startup.CaptureSet,
+started before this module's heavy imports), so everything here overlaps the BPF compile.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import platform
@@ -25,8 +27,7 @@ from telegen.assemble.routes import RouteResolver
 from telegen.assemble.tcp import ConnectionIndex, PeerFolder, TcpMetrics
 from telegen.assemble.topology import Topology
 from telegen.buildinfo import build_info
-from telegen.capture.stage import CaptureStage
-from telegen.capture.tcp_stage import TcpCaptureStage
+from telegen.capture.probes import LoadError
 from telegen.config import Config, LoadedConfig
 from telegen.control import FlushResult, ReloadApplyError, ReloadResult
 from telegen.decode.records import RecordDecoder
@@ -37,8 +38,9 @@ from telegen.logs import RepeatFilter
 from telegen.netif import NetworkInterfaces
 from telegen.pipeline import BoundedQueue
 from telegen.processing import ProcessingWorker
-from telegen.selfmetrics import SelfCollector
+from telegen.selfmetrics import SelfCollector, ring_loss
 from telegen.signals import MetricSource
+from telegen.startup import CaptureSet
 from telegen.tcp_worker import LocalAddresses, TcpWorker, merge_ebpf_status
 from telegen.timefmt import go_duration, rfc3339
 
@@ -51,18 +53,21 @@ RESTART_PREFIXES = ("self_telemetry.listen", "agent.ebpf.", "discovery.", "mode"
 
 
 class Agent:
-    def __init__(self, loaded: LoadedConfig, repeat_filter: RepeatFilter | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, capture: CaptureSet, repeat_filter: RepeatFilter | None = None) -> None:
         self._loaded = loaded
         self._config = loaded.config
         self._repeat = repeat_filter
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.started = time.time()
+        self._running = threading.Event()  # capture attached and every worker started
+        self.capture_set = capture
+        self.phases = capture.phases
+        self.started = time.time() - self.phases.now()  # process start: /status uptime counts from it
         self.registry = CollectorRegistry(auto_describe=False)
         cfg = self._config
-        self.records: BoundedQueue[bytes] = BoundedQueue("records", 65536, "drop_newest")
+        self.records: BoundedQueue[bytes] = capture.records
         self.red = RedMetrics()
-        self.discovery = DiscoveryStage(cfg, cfg.node_name or None, options=self._discovery_options(cfg))
+        self.discovery = DiscoveryStage(cfg, cfg.node_name or None, options=DiscoveryOptions.from_config(cfg))
         ebpf = cfg.agent.ebpf
         self.local_addresses = LocalAddresses()
         self.tcp_metrics = TcpMetrics(PeerFolder(self.local_addresses))
@@ -70,13 +75,12 @@ class Agent:
         self.netif = NetworkInterfaces(self.discovery.enricher.resource_for(0)) if ebpf.network.enabled else None
         sources: list[MetricSource] = [self.red, self.tcp_metrics, *([self.netif] if self.netif else [])]
         self.export = ExportStage(cfg, sources)
-        self.capture: CaptureStage | None = (CaptureStage(ebpf, self.records)
-                                             if ebpf.enabled and ebpf.http.enabled else None)
+        self.capture = capture.http
         self.builder = HttpSpanBuilder(self._routes(cfg), cfg.agent.http.capture_query)
         self.processing = ProcessingWorker(
             self.records, RecordDecoder(ebpf.capture_bytes), self.builder, self.red,
             self.discovery.enricher.enrich_spans, self.export.submit_spans,
-            self.capture.set_shed if self.capture else None, ebpf.cpu_budget)
+            self.capture.set_shed if self.capture else None, ebpf.cpu_budget, ebpf.cpu_budget_saturated)
         self.processing.span_observers.append(self.topology.observe_spans)
         self._build_tcp(cfg)
         self.api = ApiServer(self, cfg.self_telemetry)
@@ -86,9 +90,8 @@ class Agent:
 
     def _build_tcp(self, cfg: Config) -> None:
         """TCP lifecycle capture and its worker; the HTTP builder joins spans to its connections."""
-        ebpf = cfg.agent.ebpf
-        self.tcp_records: BoundedQueue[bytes] = BoundedQueue("tcp_records", 65536, "drop_newest")
-        self.tcp_capture = TcpCaptureStage(ebpf, self.tcp_records) if ebpf.enabled and ebpf.tcp.enabled else None
+        self.tcp_records: BoundedQueue[bytes] = self.capture_set.tcp_records
+        self.tcp_capture = self.capture_set.tcp
         tcp_capture = self.tcp_capture
         self.conn_index = ConnectionIndex((lambda: tcp_capture.live(0.25)) if tcp_capture else None)
         self.tcp_worker = TcpWorker(
@@ -99,39 +102,46 @@ class Agent:
             self.builder.connection_lookup = self.conn_index.lookup
 
     @staticmethod
-    def _discovery_options(cfg: Config) -> DiscoveryOptions:
-        d = cfg.discovery
-        return DiscoveryOptions(
-            kubeconfig=d.kubernetes.kubeconfig or None, label_allowlist=d.kubernetes.label_allowlist,
-            annotation_allowlist=d.kubernetes.annotation_allowlist, max_pods=d.kubernetes.max_pods,
-            docker_url=d.docker.url, docker_label_allowlist=d.docker.label_allowlist,
-            cloud_base_urls=dict(d.cloud.base_urls), cloud_timeout=d.cloud.timeout)
-
-    @staticmethod
     def _routes(cfg: Config) -> RouteResolver:
         return RouteResolver([r.pattern for r in cfg.agent.http.routes], cfg.agent.http.max_routes_per_service)
 
     # ---- lifecycle ----
 
     def start(self) -> None:
-        self.discovery.start()
-        self.export.start()
-        if self.capture:
-            self.capture.start()
-        if self.tcp_capture and self.tcp_worker:
-            self.tcp_capture.start()
-            self.tcp_worker.start()
-        self.processing.start()
-        self.api.start()
-        host, port = self.api.bound_address
-        shown = host if host not in ("", "0.0.0.0", "::") else "0.0.0.0"
-        print(f"telegen {build_info()['version']}: API and /metrics on http://{shown}:{port} "
-              f"(health: /healthz, status: /status)", flush=True)
-        log.info("agent started in %.2fs", time.time() - self.started)
+        """Start the API (so /healthz and /ready answer during the compile) and the stages while
+        the capture loads, then wait for it or a stop. LoadError, after stopping all, if it failed."""
+        try:
+            with self.phases.phase("api"):
+                self.api.start()
+            with self.phases.phase("stages"):
+                self.discovery.start()
+                self.export.start()
+                self.processing.start()
+                if self.tcp_worker:
+                    self.tcp_worker.start()
+            host, port = self.api.bound_address
+            shown = host if host not in ("", "0.0.0.0", "::") else "0.0.0.0"
+            print(f"telegen {build_info()['version']}: API and /metrics on http://{shown}:{port} "
+                  f"(health: /healthz, status: /status)", flush=True)
+            with self.phases.phase("wait_for_bpf"):
+                if not self.capture_set.wait_unless(self._stop):
+                    return
+            if self.capture_set.error:
+                raise LoadError(self.capture_set.error)
+        except BaseException:
+            self.stop()
+            raise
+        self._running.set()
+        self.phases.running()
+        self.processing.budget_armed.set()  # from here on the agent's CPU is span work: hold the budget
+        # Everything alive now (modules, caches, compiled-program handles) lives for the whole run:
+        # out of the collector's sight, so the pipeline's young objects are all it scans.
+        gc.freeze()
 
     def stop(self) -> None:
         """Stop capture first, then drain everything downstream within the grace period."""
         deadline = time.monotonic() + self._config.shutdown_grace_seconds
+        self.capture_set.cancel(timeout=60.0)
         if self.capture:
             self.capture.stop(timeout=2.0)
         if self.tcp_capture and self.tcp_worker:
@@ -217,8 +227,8 @@ class Agent:
         return True, ""
 
     def readiness(self) -> dict[str, str]:
-        return {"ebpf": self.capture.readiness() if self.capture else "disabled",
-                "otlp": self.export.readiness(), "discovery": self.discovery.readiness()}
+        return {"ebpf": self.capture_set.readiness(self._running.is_set()), "otlp": self.export.readiness(),
+                "discovery": self.discovery.readiness()}
 
     def snapshot(self, section: str) -> dict[str, Any]:
         if section == "status":
@@ -256,6 +266,7 @@ class Agent:
                        "metrics_exported": queues.get("metrics", {}).get("exported", 0)},
             "discovery": self.discovery.summary(),
             "started": rfc3339(self.started),
+            "startup": self.phases.snapshot(),
         }
 
     def _ebpf_status(self) -> dict[str, Any] | None:
@@ -265,22 +276,12 @@ class Agent:
             tcp["tcp"] = {**tcp["tcp"], **self.tcp_worker.status()}
         return merge_ebpf_status(self.capture.status() if self.capture else None, tcp)
 
-    def _tcp_loss(self) -> dict[str, tuple[int, dict[str, int]]]:
-        if not self.tcp_capture or not self.tcp_capture.reader:
-            return {}
-        ring = self.tcp_capture.status()["ringbuf"]
-        return {"tcp": (self.tcp_capture.reader.received, dict(ring["lost_by_reason"]))}
-
     def _self_metrics(self) -> dict[str, Any]:
         counters = self.capture.counters() if self.capture else {}
-        lost: dict[str, int] = {}
-        if self.capture:
-            ring = self.capture.status()["ringbuf"]
-            lost = dict(ring["lost_by_reason"])
+        tcp = self.tcp_capture
         return {
             "spans_collected": self.processing.spans_collected,
-            "ebpf": {"http": (self.capture.reader.received if self.capture and self.capture.reader else 0, lost),
-                     **self._tcp_loss()},
+            "ebpf": {"http": ring_loss(self.capture), **({"tcp": ring_loss(tcp)} if tcp and tcp.reader else {})},
             "exchanges": {"http": (counters.get("http_exchanges", 0), counters.get("http_sampled_out", 0))},
             "shed_permille": self.capture.shed_permille if self.capture else 0,
             "decode_errors": self.processing.decode_errors(),

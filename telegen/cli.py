@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from telegen import config as configmod
 from telegen.buildinfo import build_info
+
+if TYPE_CHECKING:
+    from telegen.logs import RepeatFilter
+    from telegen.startup import CaptureSet
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -41,19 +44,36 @@ def cmd_run(path: Path | None) -> int:
         _print_problems(err)
         return EXIT_USAGE
     from telegen import logs
-    from telegen.agent import Agent
     from telegen.capture.loader import LoadError
+    from telegen.startup import CaptureSet, StartupPhases
 
     repeat = logs.setup(loaded.config.log_level)
+    phases = StartupPhases()
+    phases.record("config", 0.0)  # interpreter, CLI and config imports, YAML and validation
+    capture = CaptureSet(loaded.config.agent.ebpf, phases)
     try:
-        agent = Agent(loaded, repeat)
-        return agent.run()
+        return _run_agent(loaded, capture, repeat)
     except LoadError as err:
         print(f"telegen: cannot load BPF programs: {err}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as err:
         print(f"telegen: {err}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _run_agent(loaded: configmod.LoadedConfig, capture: CaptureSet, repeat: RepeatFilter) -> int:
+    try:
+        # The BPF compile (seconds, in C with the GIL released) starts before the heavy imports
+        # (aiohttp, grpc, protobuf, kubernetes), which then run beside it on another core.
+        capture.start()
+        with capture.phases.phase("agent_build"):
+            from telegen.agent import Agent
+
+            agent = Agent(loaded, capture, repeat)
+    except BaseException:
+        capture.cancel(timeout=60.0)  # never exit under a running libbcc compile
+        raise
+    return agent.run()
 
 
 def cmd_check(path: Path | None) -> int:
@@ -67,6 +87,9 @@ def cmd_check(path: Path | None) -> int:
 
 
 def cmd_status(addr: str, token: str) -> int:
+    import urllib.error  # here, not at the top: `run` starts faster without http.client and ssl
+    import urllib.request
+
     url = f"http://{addr}/status"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:

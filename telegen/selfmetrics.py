@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from telegen.buildinfo import build_info
+
+if TYPE_CHECKING:
+    from telegen.capture.stage import CaptureStage
+    from telegen.capture.tcp_stage import TcpCaptureStage
+
+
+def ring_loss(stage: CaptureStage | TcpCaptureStage | None) -> tuple[int, dict[str, int]]:
+    """(records read, kernel-side losses by reason) of one capture stage's ring buffer."""
+    if stage is None:
+        return 0, {}
+    return stage.reader.received if stage.reader else 0, dict(stage.status()["ringbuf"]["lost_by_reason"])
 
 
 class SelfCollector(Collector):

@@ -51,6 +51,12 @@ STATUS: Schema = obj({
     "discovery": obj({"kubernetes": BOOL, "docker": BOOL, "pods_discovered": INT,
                       "containers_discovered": INT}),
 })
+# telegen extension, optional: how long this process took to get its capture attached, by phase
+STATUS["properties"]["startup"] = obj({
+    "seconds": nullable(NUM) | {"description": "process start to capture attached and pipeline running"},
+    "phases": {"type": "array", "items": obj({"name": STR, "start": NUM, "seconds": NUM})
+               | {"additionalProperties": NUM}},
+})
 
 PROGRAM_TYPES = ["kprobe", "kretprobe", "tracepoint", "raw_tracepoint", "uprobe", "uretprobe",
                  "perf_event", "socket_filter", "sched_cls"]

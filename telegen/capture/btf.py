@@ -6,6 +6,7 @@ kernel; the BPF code walks kernel structs only through offsets read here and pas
 
 from __future__ import annotations
 
+import array
 import functools
 import struct
 from dataclasses import dataclass
@@ -24,11 +25,18 @@ class BtfError(Exception):
 @dataclass(frozen=True)
 class _Type:
     kind: int
-    name: str
+    name_off: int
     vlen: int
     kflag: bool
     size_or_type: int
     data_off: int  # where the kind-specific trailer starts in the type section
+
+
+# bytes after each type's 12-byte header: (fixed, per member)
+_TRAILER: dict[int, tuple[int, int]] = {
+    _KIND_INT: (4, 0), _KIND_ARRAY: (12, 0), _KIND_STRUCT: (0, 12), _KIND_UNION: (0, 12),
+    _KIND_ENUM: (0, 8), _KIND_FUNC_PROTO: (0, 8), _KIND_VAR: (4, 0), _KIND_DATASEC: (0, 12),
+    _KIND_DECL_TAG: (4, 0), _KIND_ENUM64: (0, 12)}
 
 
 class Btf:
@@ -43,8 +51,9 @@ class Btf:
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", blob, 8)
         self._types_blob = blob[hdr_len + type_off: hdr_len + type_off + type_len]
         self._strings = blob[hdr_len + str_off: hdr_len + str_off + str_len]
-        self._types: list[_Type | None] = [None]  # type id 0 is void
-        self._by_name: dict[tuple[int, str], int] = {}
+        self._pos = array.array("q", [-1])  # type id -> header offset; id 0 is void
+        self._by_name_off: dict[tuple[int, int], int] = {}  # (kind, name offset) -> first type id
+        self._found: dict[tuple[int, str], int | None] = {}
         self._index()
 
     @classmethod
@@ -59,27 +68,42 @@ class Btf:
         return self._strings[off:end].decode("ascii", "replace")
 
     def _index(self) -> None:
+        # The kernel's BTF has ~130k types and this runs before the first BPF compile, on the
+        # start-up critical path: the loop keeps offsets only and decodes no names.
         blob, pos, n = self._types_blob, 0, len(self._types_blob)
-        # bytes after each type's 12-byte header: (fixed, per member)
-        trailer: dict[int, tuple[int, int]] = {
-            _KIND_INT: (4, 0), _KIND_ARRAY: (12, 0), _KIND_STRUCT: (0, 12), _KIND_UNION: (0, 12),
-            _KIND_ENUM: (0, 8), _KIND_FUNC_PROTO: (0, 8), _KIND_VAR: (4, 0), _KIND_DATASEC: (0, 12),
-            _KIND_DECL_TAG: (4, 0), _KIND_ENUM64: (0, 12)}
+        positions, by_off, trailer = self._pos, self._by_name_off, _TRAILER
+        unpack, composite = struct.Struct("<II").unpack_from, (_KIND_STRUCT, _KIND_UNION)
         while pos + 12 <= n:
-            name_off, info, size_or_type = struct.unpack_from("<III", blob, pos)
-            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            name_off, info = unpack(blob, pos)
+            kind = (info >> 24) & 0x1F
+            positions.append(pos)
+            if kind in composite and name_off:
+                by_off.setdefault((kind, name_off), len(positions) - 1)
             fixed, per_member = trailer.get(kind, (0, 0))
-            t = _Type(kind, "", vlen, bool(info >> 31), size_or_type, pos + 12)
-            if kind in (_KIND_STRUCT, _KIND_UNION):
-                name = self._name(name_off)
-                t = _Type(kind, name, vlen, t.kflag, size_or_type, pos + 12)
-                if name:
-                    self._by_name.setdefault((kind, name), len(self._types))
-            self._types.append(t)
-            pos += 12 + fixed + per_member * vlen
+            pos += 12 + fixed + per_member * (info & 0xFFFF)
+
+    def _find(self, kind: int, name: str) -> int | None:
+        """The first type of this kind and name: any copy of the name in the string section."""
+        if (kind, name) in self._found:
+            return self._found[(kind, name)]
+        needle, found = b"\0" + name.encode() + b"\0", []
+        at = self._strings.find(needle)
+        while at >= 0:
+            if (type_id := self._by_name_off.get((kind, at + 1))) is not None:
+                found.append(type_id)
+            at = self._strings.find(needle, at + 1)
+        self._found[(kind, name)] = min(found, default=None)
+        return self._found[(kind, name)]
+
+    def _type(self, type_id: int) -> _Type | None:
+        if not 0 < type_id < len(self._pos):
+            return None
+        pos = self._pos[type_id]
+        name_off, info, size_or_type = struct.unpack_from("<III", self._types_blob, pos)
+        return _Type((info >> 24) & 0x1F, name_off, info & 0xFFFF, bool(info >> 31), size_or_type, pos + 12)
 
     def _members(self, type_id: int) -> list[tuple[str, int, int]]:
-        t = self._types[type_id]
+        t = self._type(type_id)
         if t is None or t.kind not in (_KIND_STRUCT, _KIND_UNION):
             return []
         out = []
@@ -92,8 +116,8 @@ class Btf:
     def _resolve(self, type_id: int) -> int:
         """Skip typedefs and qualifiers to the underlying type."""
         seen = 0
-        while 0 < type_id < len(self._types) and seen < 32:
-            t = self._types[type_id]
+        while seen < 32:
+            t = self._type(type_id)
             if t is None or t.kind not in (_KIND_TYPEDEF, _KIND_VOLATILE, _KIND_CONST, _KIND_RESTRICT,
                                            _KIND_TYPE_TAG):
                 break
@@ -112,7 +136,7 @@ class Btf:
 
     def offset(self, struct_name: str, member_path: str) -> int:
         """Byte offset of `a.b.c` inside `struct struct_name`, through anonymous members."""
-        type_id = self._by_name.get((_KIND_STRUCT, struct_name))
+        type_id = self._find(_KIND_STRUCT, struct_name)
         if type_id is None:
             raise BtfError(f"struct {struct_name} not in BTF")
         bits = 0

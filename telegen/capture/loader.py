@@ -13,18 +13,19 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from telegen.capture.probes import LoadError, ProbeChoice, cflags_for
+from telegen.capture.map_batch import MapBatchReader
+from telegen.capture.probes import RAW_SYSCALL_TRACEPOINTS, LoadError, ProbeChoice, cflags_for
+from telegen.capture.ringbuf import CallbackRingbuf, MappedRingbuf, RecordSource, mapped_reads_safe
 
 __all__ = ["LoadError", "LoadedBpf", "ProgramInfo", "bpf_source_dir", "release_compiler_memory"]
 
 log = logging.getLogger(__name__)
 
-RecordSink = Callable[[bytes], None]
+RingbufMethod = Literal["auto", "mmap", "callback"]
 
 
 _MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now (they fault back in if ever touched)
@@ -89,10 +90,15 @@ class ProgramInfo:
     attached: bool
     id: int | None
     reason: str
+    # raw_syscalls programs: the syscalls they dispatch, [{"name": "read", "nr": 0}, ...]
+    syscalls: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "target": self.target, "attached": self.attached,
-                "id": self.id, "reason": self.reason}
+        out = {"name": self.name, "type": self.type, "target": self.target, "attached": self.attached,
+               "id": self.id, "reason": self.reason}
+        if self.syscalls is not None:
+            out["syscalls"] = self.syscalls
+        return out
 
 
 class LoadedBpf:
@@ -118,11 +124,15 @@ class LoadedBpf:
         self._programs: list[ProgramInfo] = []
         self._attach(choices, program_prefix)
         self._entries_cache: dict[str, tuple[float, int]] = {}
+        self._batch_readers: dict[str, MapBatchReader | None] = {}  # None: fall back to key by key
+        self._ringbufs: list[RecordSource] = []
 
     def _attach(self, choices: list[ProbeChoice], prefix: str) -> None:
         bpf = self._bpf
         for choice in choices:
             spec = choice.spec
+            if choice.method == "raw_tracepoint":
+                continue  # one shared pair, described below
             if choice.method is None:
                 self._programs.append(ProgramInfo(f"{prefix}_{spec.name}", "tracepoint", spec.tracepoint[0],
                                                   False, None, choice.reason))
@@ -152,6 +162,22 @@ class LoadedBpf:
                     raise LoadError(f"attaching kprobe {symbol}: {exc}") from exc
                 self._programs.append(ProgramInfo(f"{prefix}_{spec.name}", "kprobe", symbol, False, None,
                                                   f"attach failed: {exc}"))
+        self._describe_raw([c for c in choices if c.method == "raw_tracepoint"], prefix)
+
+    def _describe_raw(self, raw: list[ProbeChoice], prefix: str) -> None:
+        """The raw_syscalls pair, each listing the syscall ids it dispatches. BCC attached the
+        RAW_TRACEPOINT_PROBE functions (attach_raw_tracepoint) when it loaded the module."""
+        if not raw:
+            return
+        reason = "; ".join(dict.fromkeys(c.reason for c in raw))
+        for tp in RAW_SYSCALL_TRACEPOINTS:
+            event = tp.partition(":")[2]
+            handled = [c for c in raw if event == "sys_enter" or c.spec.kretprobe]  # close: enter only
+            fn = self._bpf.funcs.get(f"raw_tracepoint__{event}".encode())
+            attached = fn is not None and event.encode() in self._bpf.raw_tracepoint_fds
+            self._programs.append(ProgramInfo(
+                f"{prefix}_{event}", "raw_tracepoint", tp, attached, _prog_id(fn.fd) if fn else None, reason,
+                [{"name": c.spec.name, "nr": c.spec.syscall_nr} for c in handled]))
 
     # ---- descriptions ----
 
@@ -194,9 +220,19 @@ class LoadedBpf:
             return [int(k.value) for k in self._bpf[map_name.encode()].keys()]  # noqa: SIM118
 
     def hash_items_raw(self, map_name: str) -> list[tuple[int, bytes]]:
-        """Every (key, value bytes) of a hash map; values in the C layout."""
+        """Every (key, value bytes) of a hash map with u64 keys; values in the C layout. Batched
+        (a few syscalls for the whole map) where the kernel supports it, else key by key."""
         table = self._bpf[map_name.encode()]
         with self._lock:
+            batch = self._batch_readers.get(map_name)
+            if batch is None and map_name not in self._batch_readers:
+                batch = self._batch_readers[map_name] = MapBatchReader(table.map_fd, ctypes.sizeof(table.Leaf))
+            if batch is not None:
+                try:
+                    return batch.items()
+                except OSError as exc:  # kernels before 5.6 have no batch lookup for hash maps
+                    log.info("batch lookup on %s unavailable (%s): reading key by key", map_name, exc)
+                    self._batch_readers[map_name] = None
             return [(int(k.value), ctypes.string_at(ctypes.addressof(v), ctypes.sizeof(v)))
                     for k, v in table.items()]
 
@@ -209,20 +245,26 @@ class LoadedBpf:
 
     # ---- ring buffers ----
 
-    def open_ringbuf(self, map_name: str, sink: RecordSink) -> None:
-        """Each record is copied out as bytes and handed to `sink` (kept short: it runs in C's loop)."""
-
-        def callback(_ctx: Any, data: Any, size: int) -> int:
-            sink(ctypes.string_at(data, size))
-            return 0
-
-        self._bpf[map_name.encode()].open_ring_buffer(callback)
-
-    def consume(self) -> None:
-        """Drain every ring buffer of this module without blocking."""
-        self._bpf.ring_buffer_consume()
+    def open_ringbuf(self, map_name: str, method: RingbufMethod = "auto") -> RecordSource:
+        """A batch reader of one ring buffer: mapped into this process where plain loads are
+        ordered enough (x86-64, see ringbuf.py), BCC's per-record callback elsewhere."""
+        table = self._bpf[map_name.encode()]
+        source: RecordSource
+        if method == "mmap" or (method == "auto" and mapped_reads_safe()):
+            source = MappedRingbuf(int(table.map_fd), int(table.max_entries))
+        else:
+            source = CallbackRingbuf(self._bpf, map_name)
+        log.debug("ring buffer %s read by %s", map_name, type(source).__name__)
+        self._ringbufs.append(source)
+        return source
 
     def close(self) -> None:
+        for source in self._ringbufs:  # unmap first: the mappings hold the map alive
+            try:
+                source.close()
+            except BufferError:  # a reader that outlived its join is mid-read: leave it mapped
+                log.debug("ring buffer still being read at close; left mapped until exit")
+        self._ringbufs.clear()
         try:
             self._bpf.cleanup()
         except Exception as exc:  # cleanup during shutdown must not mask the exit path

@@ -1,5 +1,6 @@
 """Ring-buffer drain thread: wakes on a short timer (the kernel never wakes it per event),
-copies records into a bounded queue, and dies loudly (healthz reports it) rather than silently."""
+reads every record committed since the last drain in one batch into a bounded queue, and dies
+loudly (healthz reports it) rather than silently."""
 
 from __future__ import annotations
 
@@ -13,19 +14,17 @@ log = logging.getLogger(__name__)
 
 
 class RingbufReader:
-    def __init__(self, consume: Callable[[], None], out: BoundedQueue[bytes], interval: float = 0.05) -> None:
-        self._consume = consume
+    """Drains `read` (e.g. MappedRingbuf.read: records since the last call, in order) every
+    `interval` seconds, and once more on stop so what was captured before SIGTERM is kept."""
+
+    def __init__(self, read: Callable[[], list[bytes]], out: BoundedQueue[bytes], interval: float = 0.05) -> None:
+        self._read = read
         self._out = out
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._batch: list[bytes] = []
         self.received = 0
         self.error: str = ""
-
-    def sink(self, record: bytes) -> None:
-        """Called by BCC for each record during consume(); only appends."""
-        self._batch.append(record)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="telegen-ringbuf", daemon=True)
@@ -40,12 +39,13 @@ class RingbufReader:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("ring-buffer reader died")
 
-    def drain(self) -> None:
-        self._consume()
-        if self._batch:
-            batch, self._batch = self._batch, []
+    def drain(self) -> int:
+        """One read into the queue (the queue counts what it refuses); returns records read."""
+        batch = self._read()
+        if batch:
             self.received += len(batch)
             self._out.put_many(batch)
+        return len(batch)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -12,9 +12,10 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, get_args
 
 from telegen.assemble.http_parse import DecodeError, parse_request, parse_response
+from telegen.capture.probes import AttachType
 from telegen.capture.stage import CaptureStage
 from telegen.config import EbpfConfig
 from telegen.decode.records import RecordDecoder
@@ -35,11 +36,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def run(timeout: float = 10.0) -> dict[str, Any]:
+def run(timeout: float = 10.0, attach: AttachType | None = None) -> dict[str, Any]:
     cfg = EbpfConfig(ringbuf_pages=64, max_connections=4096)
     records: BoundedQueue[bytes] = BoundedQueue("selftest", 4096)
     # Exclude nothing: the exchange below is made by this very process.
-    stage = CaptureStage(cfg, records, self_pid=0)
+    stage = CaptureStage(cfg, records, self_pid=0, force_method=attach)
     started = time.monotonic()
     stage.start()
     load_seconds = time.monotonic() - started
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m telegen.capture.selftest")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--attach", choices=get_args(AttachType), help="force this attach method")
     args = parser.parse_args(argv)
-    report = run(args.timeout)
+    report = run(args.timeout, args.attach)
     if args.json:
         print(json.dumps(report))
     else:

@@ -71,15 +71,15 @@ class CaptureStage:
         defines.update(CAPTURE_BYTES=self.cfg.capture_bytes, MAX_CONNS=self.cfg.max_connections,
                        RINGBUF_PAGES=self.cfg.ringbuf_pages, SELF_TGID=self.self_pid if self.cfg.exclude_self else 0)
         self.bpf = LoadedBpf("http.bpf.c", self.choices, defines, "http")
-        self.reader = RingbufReader(self.bpf.consume, self.records)
-        self.bpf.open_ringbuf("http_events", self.reader.sink)
+        self.reader = RingbufReader(self.bpf.open_ringbuf("http_events").read, self.records)
         self.reader.start()
         self._janitor = threading.Thread(target=self._janitor_loop, name="telegen-bpf-janitor", daemon=True)
         self._janitor.start()
         self.load_seconds = time.monotonic() - started
         attached = sum(p.attached for p in self.bpf.programs())
-        log.info("HTTP capture: %d programs attached in %.2fs (compile %.2fs), headers %s", attached,
-                 self.load_seconds, self.bpf.compile_seconds, self.headers)
+        methods = ",".join(sorted({c.method for c in self.choices if c.method}))
+        log.info("HTTP capture: %d programs attached in %.2fs (compile %.2fs) via %s, headers %s", attached,
+                 self.load_seconds, self.bpf.compile_seconds, methods, self.headers)
 
     def set_shed(self, permille: int) -> None:
         if self.bpf and permille != self.shed_permille:

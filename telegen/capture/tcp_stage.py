@@ -73,8 +73,7 @@ class TcpCaptureStage:
                        SELF_TGID=self.self_pid if self.cfg.exclude_self else 0,
                        RETRANSMIT_HAS_ERR=int(_retransmit_has_err(self.kernel.tracefs)))
         self.bpf = LoadedBpf("tcp.bpf.c", self.choices, defines, "tcp")
-        self.reader = RingbufReader(self.bpf.consume, self.records)
-        self.bpf.open_ringbuf("tcp_events", self.reader.sink)
+        self.reader = RingbufReader(self.bpf.open_ringbuf("tcp_events").read, self.records)
         self.reader.start()
         self.load_seconds = time.monotonic() - started
         log.info("TCP capture: %d programs attached in %.2fs", sum(p.attached for p in self.bpf.programs()),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -47,9 +47,35 @@ class DiscoveryOptions:
     backoff_max: float = 30.0
     status_cache_seconds: float = 10.0
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> DiscoveryOptions:
+        d = cfg.discovery
+        return cls(
+            kubeconfig=d.kubernetes.kubeconfig or None, label_allowlist=d.kubernetes.label_allowlist,
+            annotation_allowlist=d.kubernetes.annotation_allowlist, max_pods=d.kubernetes.max_pods,
+            docker_url=d.docker.url, docker_label_allowlist=d.docker.label_allowlist,
+            cloud_base_urls=dict(d.cloud.base_urls), cloud_timeout=d.cloud.timeout)
+
 
 def _on(toggle: SourceToggle, auto: bool) -> bool:
     return auto if toggle.enabled == "auto" else bool(toggle.enabled)
+
+
+def docker_answers(url: str) -> bool:
+    """A unix socket that accepts a connection (a socket file left by a dead dockerd refuses it,
+    and waiting on it would hold /ready for the whole sync timeout); other URLs: assume so."""
+    if not url.startswith("unix://"):
+        return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(url.removeprefix("unix://"))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.info("docker: %s does not answer (%s): Docker discovery stays off", url, exc.strerror or exc)
+            return False
+    return True
 
 
 class _ObjectsCollector(Collector):
@@ -72,9 +98,7 @@ class DiscoveryStage:
         self.node_name = node_name
         self.proc_root, self.sys_root = proc_root, sys_root
         d = config.discovery
-        socket_path = opts.docker_url.removeprefix("unix://")
-        has_socket = not opts.docker_url.startswith("unix://") or os.path.exists(socket_path)
-        self.docker_enabled = _on(d.docker, has_socket)
+        self.docker_enabled = _on(d.docker, d.docker.enabled == "auto" and docker_answers(opts.docker_url))
         self.k8s_enabled = _on(d.kubernetes, credentials_available(opts.kubeconfig))
         self.cloud_enabled = _on(d.cloud, True)  # auto: DMI is local; a metadata call follows only on a match
         self.processes = ProcessTable(proc_root)

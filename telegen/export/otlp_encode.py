@@ -1,29 +1,29 @@
-"""Batches of spans / log records / metric points -> OTLP Export*ServiceRequest messages.
+"""Metric points -> OTLP ExportMetricsServiceRequest messages, with the generated protobuf classes.
 
-Built straight from the records with the generated protobuf classes (no SDK object per
-item), grouped by resource with one `telegen` instrumentation scope per resource.
+Grouped by resource with one `telegen` instrumentation scope per resource. Metrics are few
+(one collection per interval), so the generated classes are cheap enough here; spans and log
+records, which come by the thousand per second, are written as wire bytes by otlp_requests
+(encode_spans/encode_logs below are its unsplit form, for benchmarks and debugging).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceProto
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from telegen import __version__
+from telegen.export import otlp_requests
 from telegen.export.items import MetricPointItem
 from telegen.signals import AttrValue, HistogramPoint, LogRecordItem, Resource, SpanRecord
 
 SCOPE_NAME = "telegen"
 _CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+_UNLIMITED = 1 << 62
 
 T = TypeVar("T", SpanRecord, LogRecordItem, MetricPointItem)
 
@@ -61,44 +61,16 @@ def group_by_resource(items: Iterable[T]) -> dict[Resource, list[T]]:
     return groups
 
 
-def encode_spans(spans: Iterable[SpanRecord]) -> ExportTraceServiceRequest:
-    req = ExportTraceServiceRequest()
-    for resource, group in group_by_resource(spans).items():
-        rs = req.resource_spans.add()
-        rs.resource.CopyFrom(ResourceProto(attributes=key_values(resource)))
-        ss = rs.scope_spans.add()
-        ss.scope.CopyFrom(_scope())
-        ss.spans.extend(
-            trace_pb2.Span(
-                trace_id=s.trace_id, span_id=s.span_id, parent_span_id=s.parent_span_id,
-                name=s.name, kind=s.kind,  # type: ignore[arg-type]
-                start_time_unix_nano=s.start_ns, end_time_unix_nano=s.end_ns,
-                attributes=key_values(s.attributes.items()),
-                status=trace_pb2.Status(code=s.status_code,  # type: ignore[arg-type]
-                                        message=s.status_message),
-            )
-            for s in group
-        )
-    return req
+def encode_spans(spans: Sequence[SpanRecord]) -> bytes:
+    """One serialized ExportTraceServiceRequest, never split (benchmarks, debugging)."""
+    [(payload, _)] = otlp_requests.trace_requests(spans, _UNLIMITED)
+    return payload
 
 
-def encode_logs(logs: Iterable[LogRecordItem]) -> ExportLogsServiceRequest:
-    req = ExportLogsServiceRequest()
-    for resource, group in group_by_resource(logs).items():
-        rl = req.resource_logs.add()
-        rl.resource.CopyFrom(ResourceProto(attributes=key_values(resource)))
-        sl = rl.scope_logs.add()
-        sl.scope.CopyFrom(_scope())
-        sl.log_records.extend(
-            logs_pb2.LogRecord(
-                time_unix_nano=r.time_ns, observed_time_unix_nano=r.time_ns,
-                severity_number=r.severity_number,  # type: ignore[arg-type]
-                severity_text=r.severity_text, body=AnyValue(string_value=r.body),
-                attributes=key_values(r.attributes.items()), event_name=r.event_name,
-            )
-            for r in group
-        )
-    return req
+def encode_logs(logs: Sequence[LogRecordItem]) -> bytes:
+    """One serialized ExportLogsServiceRequest, never split."""
+    [(payload, _)] = otlp_requests.logs_requests(logs, _UNLIMITED)
+    return payload
 
 
 def _metric_shell(scope_metrics: metrics_pb2.ScopeMetrics, item: MetricPointItem) -> metrics_pb2.Metric:
@@ -149,3 +121,12 @@ def encode_metrics(items: Iterable[MetricPointItem]) -> ExportMetricsServiceRequ
                 metric = by_family[id(item.family)] = _metric_shell(sm, item)
             _add_point(metric, item)
     return req
+
+
+def metric_requests(items: Sequence[MetricPointItem], max_bytes: int) -> list[tuple[bytes, int]]:
+    """(serialized request, point count) pairs, halving the points until each is under max_bytes."""
+    request = encode_metrics(items)
+    if request.ByteSize() <= max_bytes or len(items) <= 1:
+        return [(request.SerializeToString(), len(items))]
+    mid = len(items) // 2
+    return metric_requests(items[:mid], max_bytes) + metric_requests(items[mid:], max_bytes)

@@ -19,12 +19,12 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from telegen.config import OtlpConfig
-from telegen.export import otlp_encode, rpc_status
+from telegen.export import otlp_encode, otlp_requests, rpc_status
 from telegen.export.items import ExportItem, Signal
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,24 @@ RETRYABLE = frozenset({
 })
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # gRPC's default receive limit on collectors
 
-_ENCODERS: dict[str, Callable[[Any], Message]] = {
-    "traces": otlp_encode.encode_spans,
-    "metrics": otlp_encode.encode_metrics,
-    "logs": otlp_encode.encode_logs,
+# (items, max request bytes) -> [(serialized request, item count)]: requests leave here as bytes.
+_ENCODERS: dict[str, Callable[[Any, int], list[tuple[bytes, int]]]] = {
+    "traces": otlp_requests.trace_requests,
+    "metrics": otlp_encode.metric_requests,
+    "logs": otlp_requests.logs_requests,
+}
+
+
+def _export_method(module: Any, service: str, response: type[Message]) -> tuple[str, Callable[[bytes], Any]]:
+    # The path the generated stub would call, from the descriptor rather than spelled out.
+    return f"/{module.DESCRIPTOR.services_by_name[service].full_name}/Export", response.FromString
+
+
+_METHODS = {
+    "traces": _export_method(trace_service_pb2, "TraceService", trace_service_pb2.ExportTraceServiceResponse),
+    "metrics": _export_method(metrics_service_pb2, "MetricsService",
+                              metrics_service_pb2.ExportMetricsServiceResponse),
+    "logs": _export_method(logs_service_pb2, "LogsService", logs_service_pb2.ExportLogsServiceResponse),
 }
 _REJECTED_FIELD = {
     "traces": "rejected_spans", "metrics": "rejected_data_points", "logs": "rejected_log_records",
@@ -135,7 +149,7 @@ class OtlpSender:
         self.state = ExportState()
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
-        self._stubs: dict[str, Any] = {}
+        self._exports: dict[str, Any] = {}
         self.otlp = otlp
         self._rng = random.Random()
         self._connectivity_cb = self._on_connectivity  # one object, so unsubscribe finds it
@@ -164,13 +178,11 @@ class OtlpSender:
         else:
             channel = grpc.insecure_channel(target, options=options, compression=compression)
         channel.subscribe(self._connectivity_cb, try_to_connect=True)
-        stubs = {
-            "traces": TraceServiceStub(channel),  # type: ignore[no-untyped-call]
-            "metrics": MetricsServiceStub(channel),  # type: ignore[no-untyped-call]
-            "logs": LogsServiceStub(channel),  # type: ignore[no-untyped-call]
-        }
+        # No request serializer: gRPC sends the already-encoded bytes as they are.
+        exports = {signal: channel.unary_unary(path, request_serializer=None, response_deserializer=parse)
+                   for signal, (path, parse) in _METHODS.items()}
         with self._lock:
-            old, self._channel, self._stubs, self.otlp = self._channel, channel, stubs, otlp
+            old, self._channel, self._exports, self.otlp = self._channel, channel, exports, otlp
             self._metadata = tuple((k.lower(), v) for k, v in otlp.headers.items())
             self._compression = compression
         if old is not None:
@@ -199,13 +211,9 @@ class OtlpSender:
         timer.start()
 
     # -- sending -------------------------------------------------------------------------------
-    def split(self, signal: Signal, items: Sequence[ExportItem]) -> list[tuple[Message, int]]:
-        """Encode, halving the batch until each request is under the size limit."""
-        request = _ENCODERS[signal](items)
-        if request.ByteSize() <= self.max_request_bytes or len(items) <= 1:
-            return [(request, len(items))]
-        mid = len(items) // 2
-        return self.split(signal, items[:mid]) + self.split(signal, items[mid:])
+    def split(self, signal: Signal, items: Sequence[ExportItem]) -> list[tuple[bytes, int]]:
+        """Encoded requests under the size limit (an item larger than it goes alone), with item counts."""
+        return _ENCODERS[signal](items, self.max_request_bytes)
 
     def send(self, signal: Signal, items: Sequence[ExportItem]) -> SendResult:
         result = SendResult()
@@ -213,7 +221,7 @@ class OtlpSender:
             self._send_request(signal, request, count, result)
         return result
 
-    def _send_request(self, signal: Signal, request: Message, count: int, result: SendResult) -> None:
+    def _send_request(self, signal: Signal, request: bytes, count: int, result: SendResult) -> None:
         started = time.monotonic()
         backoff = self.retry.initial_interval
         while True:
@@ -257,12 +265,12 @@ class OtlpSender:
                 result.dropped["shutdown"] += count
                 return
 
-    def _call(self, signal: Signal, request: Message) -> tuple[grpc.StatusCode, str, Any, Any]:
+    def _call(self, signal: Signal, request: bytes) -> tuple[grpc.StatusCode, str, Any, Any]:
         with self._lock:
-            stub, metadata, compression = self._stubs[signal], self._metadata, self._compression
+            export, metadata, compression = self._exports[signal], self._metadata, self._compression
             timeout = self.otlp.timeout
         try:
-            future = stub.Export.future(request, timeout=timeout, metadata=metadata, compression=compression)
+            future = export.future(request, timeout=timeout, metadata=metadata, compression=compression)
         except ValueError as exc:  # the channel was closed by a reconfigure between lock and call
             return grpc.StatusCode.CANCELLED, str(exc), None, None
         done = threading.Event()

@@ -4,42 +4,21 @@ sendfile I/O, chunked bodies, 100-continue, IPv6, close without response, counte
 from __future__ import annotations
 
 import os
+import re
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
 from telegen.assemble.http_parse import parse_request, parse_response
-from telegen.config import EbpfConfig
-from telegen.decode.records import HttpExchange, RecordDecoder
-from telegen.pipeline import BoundedQueue
+from telegen.capture.probes import HTTP_PROBES, AttachType
+from tests.bpf.http_fixtures import Capture, ok_handler, read_request, roles, serve
 from tests.conftest import have_bcc, have_root
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root]
-
-
-class Capture:
-    def __init__(self) -> None:
-        from telegen.capture.stage import CaptureStage
-
-        self.cfg = EbpfConfig(ringbuf_pages=256, max_connections=8192)
-        self.records: BoundedQueue[bytes] = BoundedQueue("test", 100000)
-        self.stage = CaptureStage(self.cfg, self.records, self_pid=0)  # this process's traffic is the test
-        self.stage.start()
-        self.decoder = RecordDecoder(self.cfg.capture_bytes)
-        self.seen: list[HttpExchange] = []
-
-    def wait(self, marker: str, count: int, timeout: float = 5.0) -> list[HttpExchange]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.seen += self.decoder.decode(self.records.get_batch(100000))
-            got = [e for e in self.seen if marker.encode() in e.request]
-            if len(got) >= count or time.monotonic() > deadline:
-                return got
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -48,51 +27,10 @@ def capture() -> Iterator[Capture]:
 
     require(have_root(), "root, to load BPF programs")
     require(have_bcc(), "BCC's python module (Debian python3-bpfcc via the --system-site-packages venv)")
-    cap = Capture()
+    # TELEGEN_TEST_ATTACH=tracepoint (or kprobe, raw_tracepoint) runs every test on that method
+    cap = Capture(cast("AttachType | None", os.environ.get("TELEGEN_TEST_ATTACH") or None))
     yield cap
     cap.stage.stop(2.0)
-
-
-def serve(handler: Callable[[socket.socket], None], family: int = socket.AF_INET) -> tuple[str, int]:
-    """A one-connection-at-a-time raw TCP server on loopback running `handler` per connection."""
-    host = "127.0.0.1" if family == socket.AF_INET else "::1"
-    srv = socket.socket(family, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((host, 0))
-    srv.listen(16)
-
-    def loop() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                handler(conn)
-
-    threading.Thread(target=loop, daemon=True).start()
-    return host, srv.getsockname()[1]
-
-
-def read_request(conn: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    return data
-
-
-def ok_handler(body: bytes = b"hello") -> Callable[[socket.socket], None]:
-    def handle(conn: socket.socket) -> None:
-        while read_request(conn):
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    return handle
-
-
-def roles(exchanges: list[HttpExchange]) -> list[int]:
-    return sorted(e.role for e in exchanges)
 
 
 def test_keepalive_exchanges_both_sides(capture: Capture) -> None:
@@ -149,6 +87,8 @@ def test_ipv6_and_vectored_io(capture: Capture) -> None:
     got = capture.wait(marker, 2)
     assert roles(got) == [1, 2]
     assert all(e.local_addr == "::1" and e.peer_addr == "::1" for e in got)
+    # every iovec captured, nothing read past one (the sendmsg side of each role is vectored)
+    assert all(e.request.endswith(b"Host: x\r\n\r\n") and e.response.endswith(b"\r\n\r\nok") for e in got)
     assert all(parse_response(e.response).status == 201 for e in got)
 
 
@@ -215,11 +155,14 @@ def test_status_reports_programs_maps_and_no_loss(capture: Capture) -> None:
     status = capture.stage.status()
     assert status["kernel"]["btf"] is True
     attached = [p for p in status["programs"] if p["attached"]]
-    assert len(attached) >= 20
     for prog in attached:
-        assert prog["type"] in ("tracepoint", "kprobe", "kretprobe")
+        assert prog["type"] in ("tracepoint", "kprobe", "kretprobe", "raw_tracepoint")
         assert isinstance(prog["id"], int) and prog["id"] > 0
         assert prog["reason"]
+    # every syscall is covered: by its own program(s), or dispatched by the raw_syscalls pair
+    covered = {s["name"] for p in attached for s in p.get("syscalls", [])}
+    covered |= {re.sub(r"^http_(sys_)?(enter_|exit_)", "", p["name"]) for p in attached if "syscalls" not in p}
+    assert {p.name for p in HTTP_PROBES if p.required} <= covered
     names = {m["name"] for m in status["maps"]}
     assert {"http_conns", "http_events", "counters"} <= names
     assert status["ringbuf"]["events_lost"] == 0
@@ -243,6 +186,28 @@ def test_kernel_shedding_keeps_exact_counts(capture: Capture) -> None:
     assert capture.wait(marker, 1, timeout=0.5) == []
     assert after["http_sampled_out"] - before["http_sampled_out"] >= 10
     assert after["http_exchanges"] - before["http_exchanges"] >= 10
+
+
+def test_partial_shedding_keeps_whole_captures(capture: Capture) -> None:
+    """On a keep-alive connection shed exchanges and kept ones alternate at random: a kept one
+    right after a shed one still has its whole request and response."""
+    marker = uuid.uuid4().hex
+    capture.stage.set_shed(500)
+    try:
+        host, port = serve(ok_handler())
+        with socket.create_connection((host, port)) as c:
+            for i in range(60):
+                c.sendall(f"GET /half/{marker}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert c.recv(4096).endswith(b"hello")
+        capture.wait(marker, 120, timeout=1.5)
+    finally:
+        capture.stage.set_shed(0)
+    got = [e for e in capture.seen if port in (e.local_port, e.peer_port)]  # by port: a cut request has no marker
+    assert 10 <= len(got) <= 110, len(got)  # about half of 120 (both sides of 60 requests)
+    assert all(e.sample_permille == 500 for e in got)
+    for ex in got:
+        assert ex.request.endswith(b"Host: x\r\n\r\n"), ex.request
+        assert ex.response.endswith(b"hello") and parse_response(ex.response).status == 200
 
 
 def test_pipelined_pair_is_split_into_two_exchanges(capture: Capture) -> None:

@@ -94,3 +94,18 @@ def test_kprobe_path_in_vm(need_vm: None) -> None:
     ]
     assert exchanges, f"the GET /selftest -> 200 exchange was not captured\n{ctx}"
     assert res.returncode == 0, ctx
+
+
+@pytest.mark.timeout(360)
+def test_raw_tracepoint_path_in_vm(need_vm: None) -> None:
+    """A 6.1 kernel without kprobes would take the raw_syscalls path: 6.1's verifier must accept
+    it too. Forced here, since this guest has kprobes."""
+    res, data = _run([str(VENV_PYTHON), "-m", "telegen.capture.selftest", "--json", "--attach", "raw_tracepoint"],
+                     timeout=300)
+    ctx = f"{json.dumps(data, indent=1)[:6000]}\n{res.report()}"
+    assert data["kernel"]["release"].startswith("6.1."), ctx
+    programs = [(p.get("type"), p.get("target"), p.get("attached")) for p in data["programs"]]
+    assert programs == [("raw_tracepoint", "raw_syscalls:sys_enter", True),
+                        ("raw_tracepoint", "raw_syscalls:sys_exit", True)], ctx
+    assert any(x.get("path") == "/selftest" and x.get("status") == 200 for x in data["exchanges"]), ctx
+    assert res.returncode == 0, ctx

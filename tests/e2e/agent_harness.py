@@ -17,6 +17,7 @@ SERVER_CODE = """
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK stall per request
     def do_GET(self):
         code = 500 if "/fail" in self.path else 200
         body = b"ok" * 50

@@ -141,13 +141,17 @@ def test_container_spans_carry_container_identity(agent: RunningAgent, receiver:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
 
 
-def test_status_ebpf_reports_tracepoints(agent: RunningAgent) -> None:
+def test_status_ebpf_reports_attach_methods(agent: RunningAgent) -> None:
     status, body = agent.get("/status/ebpf")
     ebpf = json.loads(body)
     assert status == 200 and ebpf["enabled"] is True
     assert ebpf["kernel"]["kprobes"] is False  # this kernel has none
-    assert all(p["type"] == "tracepoint" and p["reason"] == "kprobes not available in this kernel"
-               for p in ebpf["programs"] if p["attached"])
+    attached = [p for p in ebpf["programs"] if p["attached"]]
+    assert all(p["reason"].startswith("kprobes not available in this kernel") for p in attached)
+    # HTTP: the raw_syscalls pair dispatching by syscall id; TCP: its own tracepoints
+    http = sorted((p["type"], p["target"]) for p in attached if p["name"].startswith("http_"))
+    assert http == [("raw_tracepoint", "raw_syscalls:sys_enter"), ("raw_tracepoint", "raw_syscalls:sys_exit")]
+    assert {p["type"] for p in attached if not p["name"].startswith("http_")} <= {"tracepoint"}
     assert ebpf["ringbuf"]["events_received"] > 0
 
 

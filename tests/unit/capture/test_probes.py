@@ -1,26 +1,37 @@
-"""telegen.capture.probes: attach-method choice per probe, kprobe first, tracepoint else."""
+"""telegen.capture.probes: attach-method choice per probe: kprobe first, then the raw_syscalls
+dispatch for syscalls, then per-event tracepoints."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from telegen.capture.probes import (
     HTTP_PROBES,
+    RAW_REASON,
+    TCP_PROBES,
     KernelFeatures,
+    LoadError,
     ProbeSpec,
     cflags_for,
     choose,
     detect_kernel,
+    plan,
     tracepoint_exists,
 )
+from tests.conftest import require
 
 READ = next(p for p in HTTP_PROBES if p.name == "read")
 CLOSE = next(p for p in HTTP_PROBES if p.name == "close")
 
 
-def _tracefs(root: Path, specs: tuple[ProbeSpec, ...] = HTTP_PROBES, kprobes: bool = False) -> Path:
+def _tracefs(root: Path, specs: tuple[ProbeSpec, ...] = HTTP_PROBES, kprobes: bool = False,
+             raw: bool = True) -> Path:
+    if raw:
+        for event in ("sys_enter", "sys_exit"):
+            (root / "events" / "raw_syscalls" / event).mkdir(parents=True, exist_ok=True)
     for spec in specs:
         for tp in spec.tracepoint:
             category, _, event = tp.partition(":")
@@ -50,18 +61,32 @@ def test_kprobes_available_and_traceable_choose_kprobe(tmp_path: Path) -> None:
     assert read.reason == "kprobes available and __x64_sys_read is traceable"
 
 
-def test_no_kprobes_falls_back_to_tracepoint(tmp_path: Path) -> None:
+def test_no_kprobes_dispatches_syscalls_from_raw_tracepoints(tmp_path: Path) -> None:
     choices = choose(HTTP_PROBES, _kernel(_tracefs(tmp_path), kprobes=False))
+    assert {c.method for c in choices} == {"raw_tracepoint"}
+    assert {c.reason for c in choices} == {
+        "kprobes not available in this kernel; raw_syscalls:sys_enter/sys_exit with syscall-id dispatch"}
+
+
+def test_no_raw_syscalls_falls_back_to_tracepoint(tmp_path: Path) -> None:
+    choices = choose(HTTP_PROBES, _kernel(_tracefs(tmp_path, raw=False), kprobes=False))
     assert {c.method for c in choices} == {"tracepoint"}
     assert {c.reason for c in choices} == {"kprobes not available in this kernel"}
+
+
+def test_tcp_probes_have_no_raw_variant(tmp_path: Path) -> None:
+    choices = choose(TCP_PROBES, _kernel(_tracefs(tmp_path, TCP_PROBES), kprobes=False))
+    assert {c.method for c in choices} == {"tracepoint"}
+    forced = choose(TCP_PROBES[:1], _kernel(_tracefs(tmp_path, TCP_PROBES), kprobes=False), force="raw_tracepoint")
+    assert forced[0].method is None and "no raw-tracepoint variant" in forced[0].reason
 
 
 def test_untraceable_symbol_falls_back_per_probe(tmp_path: Path) -> None:
     traceable = frozenset({"__x64_sys_write"})
     choices = {c.spec.name: c for c in choose(HTTP_PROBES, _kernel(_tracefs(tmp_path), True, traceable))}
     assert choices["write"].method == "kprobe"
-    assert choices["read"].method == "tracepoint"
-    assert choices["read"].reason == "__x64_sys_read is not traceable"
+    assert choices["read"].method == "raw_tracepoint"
+    assert choices["read"].reason == f"__x64_sys_read is not traceable; {RAW_REASON}"
 
 
 def test_neither_gives_none(tmp_path: Path) -> None:
@@ -85,12 +110,38 @@ def test_forced_tracepoint(tmp_path: Path) -> None:
     assert forced_missing[0].method is None
 
 
+def test_forced_raw_tracepoint_even_with_kprobes(tmp_path: Path) -> None:
+    choices = choose(HTTP_PROBES, _kernel(_tracefs(tmp_path), kprobes=True), force="raw_tracepoint")
+    assert {(c.method, c.reason) for c in choices} == {("raw_tracepoint", "raw_tracepoint forced by configuration")}
+    no_raw = choose((READ,), _kernel(_tracefs(tmp_path / "old", raw=False), kprobes=True), force="raw_tracepoint")
+    assert no_raw[0].method is None and "raw_syscalls tracepoints missing" in no_raw[0].reason
+
+
 def test_cflags_for_plan(tmp_path: Path) -> None:
     kernel = _kernel(_tracefs(tmp_path), True, frozenset({"__x64_sys_read"}))
     choices = choose((READ, CLOSE), kernel)
-    assert cflags_for(choices) == ["-DKP_read", "-DTP_close"]
+    assert cflags_for(choices) == ["-DKP_read", "-DRAW_close", "-DRAW_SYSCALLS"]
+    assert cflags_for(choose((READ, CLOSE), kernel, force="tracepoint")) == ["-DTP_read", "-DTP_close"]
     (tmp_path / "none" / "events").mkdir(parents=True)
     assert cflags_for(choose((READ,), _kernel(tmp_path / "none", False))) == []
+
+
+def test_plan_without_kprobes_is_all_raw(tmp_path: Path) -> None:
+    choices = plan(HTTP_PROBES, _kernel(_tracefs(tmp_path), kprobes=False), "HTTP")
+    assert cflags_for(choices).count("-DRAW_SYSCALLS") == 1
+    with pytest.raises(LoadError, match="read"):
+        plan(HTTP_PROBES, _kernel(_tracefs(tmp_path / "old", raw=False), kprobes=True), "HTTP",
+             force="raw_tracepoint")
+
+
+def test_syscall_ids_match_x86_64_headers() -> None:
+    """The raw dispatch switches on __NR_* in C; the table here must name the same ids."""
+    header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+    require(header.is_file(), f"{header} (linux-libc-dev)")
+    ids = dict(re.findall(r"#define __NR_(\w+) (\d+)", header.read_text()))
+    for spec in HTTP_PROBES:
+        assert spec.syscall_nr == int(ids[spec.name.removesuffix("64")]), spec.name
+    assert all(spec.syscall_nr is None for spec in TCP_PROBES)
 
 
 def test_symbol_traceable_without_list_trusts_kprobes() -> None:
@@ -116,7 +167,7 @@ def test_detect_kernel_on_fixture_tracefs(tmp_path: Path) -> None:
     assert k.kprobes and k.btf and k.tracefs == tmp_path
     assert k.traceable == frozenset({"__x64_sys_read", "__x64_sys_write"})
     choices = {c.spec.name: c.method for c in choose(HTTP_PROBES, k)}
-    assert choices["read"] == "kprobe" and choices["connect"] == "tracepoint"
+    assert choices["read"] == "kprobe" and choices["connect"] == "raw_tracepoint"
 
 
 def test_detect_kernel_without_kprobes(tmp_path: Path) -> None:

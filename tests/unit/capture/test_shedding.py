@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pathlib import Path
 
 from telegen.capture.shedding import MAX_SHED_PERMILLE, NodeCpu, ShedController
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from telegen.config import validate
@@ -39,6 +42,24 @@ def test_auto_without_anything_to_talk_to(tmp_path: object) -> None:
     st = DiscoveryStage(cfg, None, options=DiscoveryOptions(
         kubeconfig="/nonexistent/kubeconfig", docker_url="unix:///nonexistent/docker.sock"))
     assert not st.docker_enabled and st.readiness() == "ok"
+
+
+def test_auto_docker_needs_a_socket_that_answers(tmp_path: Path) -> None:
+    """A socket file left by a dead dockerd is nothing to talk to: auto leaves Docker off, so /ready
+    does not wait the sync timeout for it; a listening socket turns it on; `true` is always on."""
+    stale, live = str(tmp_path / "stale.sock"), str(tmp_path / "live.sock")
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(stale)  # the file stays, nobody listens
+    cfg = validate({"discovery": {"kubernetes": {"enabled": False}, "cloud": {"enabled": False}}})
+    on = validate({"discovery": {"kubernetes": {"enabled": False}, "docker": {"enabled": True},
+                                 "cloud": {"enabled": False}}})
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(live)
+        listening.listen(1)
+        assert DiscoveryStage(cfg, None, options=DiscoveryOptions(docker_url=f"unix://{live}")).docker_enabled
+    stage = DiscoveryStage(cfg, None, options=DiscoveryOptions(docker_url=f"unix://{stale}"))
+    assert not stage.docker_enabled and stage.readiness() == "ok"
+    assert DiscoveryStage(on, None, options=DiscoveryOptions(docker_url=f"unix://{stale}")).docker_enabled
 
 
 def test_collectors_expose_objects_and_misses() -> None:

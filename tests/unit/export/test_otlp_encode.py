@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from telegen.export import otlp_encode
 from telegen.export.items import flatten_families
-from telegen.export.otlp_encode import encode_logs, encode_metrics, encode_spans
-from telegen.signals import make_resource
+from telegen.export.otlp_encode import encode_metrics, metric_requests
+from telegen.signals import LogRecordItem, SpanRecord, make_resource
 from tests.unit.export.factories import BOUNDS, FakeMetrics, make_log, make_span
+
+
+def encode_spans(spans: Sequence[SpanRecord]) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest.FromString(otlp_encode.encode_spans(spans))
+
+
+def encode_logs(logs: Sequence[LogRecordItem]) -> ExportLogsServiceRequest:
+    return ExportLogsServiceRequest.FromString(otlp_encode.encode_logs(logs))
 
 
 def test_spans_grouped_by_resource_with_typed_attributes() -> None:
@@ -46,3 +61,16 @@ def test_metrics_cumulative_histogram_counter_gauge() -> None:
     assert counter.sum.is_monotonic and counter.sum.aggregation_temporality == 2
     assert counter.sum.data_points[0].as_int == 8
     assert metrics["tcp.rtt"].gauge.data_points[0].as_double == 0.0012
+
+
+def test_metric_requests_halve_until_under_the_limit() -> None:
+    source = FakeMetrics()
+    source.record(0.003, n=3)
+    source.record(0.2, 500)
+    items = flatten_families(source.collect_metrics(), 1_800_000_000_000_000_000)
+    [(whole, count)] = metric_requests(items, 1 << 20)
+    assert count == len(items) == 4
+    assert ExportMetricsServiceRequest.FromString(whole) == encode_metrics(items)
+    parts = metric_requests(items, len(whole) // 3)
+    assert len(parts) > 1 and sum(n for _, n in parts) == len(items)
+    assert all(len(p) <= len(whole) // 3 or n == 1 for p, n in parts)

@@ -1,0 +1,77 @@
+"""Shared by the HTTP capture tests: a loaded CaptureStage that collects decoded exchanges,
+and a tiny raw-socket HTTP server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from telegen.capture.probes import AttachType
+from telegen.config import EbpfConfig
+from telegen.decode.records import HttpExchange, RecordDecoder
+from telegen.pipeline import BoundedQueue
+
+
+class Capture:
+    def __init__(self, force: AttachType | None = None) -> None:
+        from telegen.capture.stage import CaptureStage
+
+        self.cfg = EbpfConfig(ringbuf_pages=256, max_connections=8192)
+        self.records: BoundedQueue[bytes] = BoundedQueue("test", 100000)
+        self.stage = CaptureStage(self.cfg, self.records, self_pid=0, force_method=force)  # self: the test
+        self.stage.start()
+        self.decoder = RecordDecoder(self.cfg.capture_bytes)
+        self.seen: list[HttpExchange] = []
+
+    def wait(self, marker: str, count: int, timeout: float = 5.0) -> list[HttpExchange]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.seen += self.decoder.decode(self.records.get_batch(100000))
+            got = [e for e in self.seen if marker.encode() in e.request]
+            if len(got) >= count or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)
+
+
+def serve(handler: Callable[[socket.socket], None], family: int = socket.AF_INET) -> tuple[str, int]:
+    """A one-connection-at-a-time raw TCP server on loopback running `handler` per connection."""
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, 0))
+    srv.listen(16)
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                handler(conn)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return host, srv.getsockname()[1]
+
+
+def read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+def ok_handler(body: bytes = b"hello") -> Callable[[socket.socket], None]:
+    def handle(conn: socket.socket) -> None:
+        while read_request(conn):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return handle
+
+
+def roles(exchanges: list[HttpExchange]) -> list[int]:
+    return sorted(e.role for e in exchanges)

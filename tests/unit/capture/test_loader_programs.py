@@ -1,0 +1,43 @@
+"""telegen.capture.loader: how the raw_syscalls pair is described in /status/ebpf (no BCC needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from telegen.capture.loader import LoadedBpf, ProgramInfo
+from telegen.capture.probes import HTTP_PROBES, ProbeChoice
+
+
+def _described(attached_events: tuple[bytes, ...]) -> list[dict[str, Any]]:
+    choices = [ProbeChoice(spec, "raw_tracepoint", "kprobes not available in this kernel; raw") for spec in HTTP_PROBES]
+    loaded = LoadedBpf.__new__(LoadedBpf)  # skip compiling: only the description is under test
+    funcs = {f"raw_tracepoint__{e}".encode(): SimpleNamespace(fd=-1) for e in ("sys_enter", "sys_exit")}
+    loaded._bpf = SimpleNamespace(funcs=funcs, raw_tracepoint_fds=dict.fromkeys(attached_events, 3))
+    loaded._programs = []
+    loaded._attach(choices, "http")
+    return [p.as_dict() for p in loaded.programs()]
+
+
+def test_raw_pair_lists_the_syscalls_it_dispatches() -> None:
+    enter, exit_ = _described((b"sys_enter", b"sys_exit"))
+    assert (enter["name"], enter["type"], enter["target"]) == ("http_sys_enter", "raw_tracepoint",
+                                                               "raw_syscalls:sys_enter")
+    assert (exit_["name"], exit_["target"]) == ("http_sys_exit", "raw_syscalls:sys_exit")
+    assert enter["attached"] is True and exit_["attached"] is True
+    assert enter["reason"] == "kprobes not available in this kernel; raw"
+    entered = {s["name"]: s["nr"] for s in enter["syscalls"]}
+    assert entered == {p.name: p.syscall_nr for p in HTTP_PROBES}
+    assert entered["read"] == 0 and entered["accept4"] == 288
+    exited = {s["name"] for s in exit_["syscalls"]}
+    assert exited == set(entered) - {"close"}  # close is handled at entry
+
+
+def test_raw_pair_not_attached_is_reported() -> None:
+    enter, exit_ = _described((b"sys_enter",))
+    assert enter["attached"] is True and exit_["attached"] is False
+
+
+def test_other_programs_have_no_syscalls_key() -> None:
+    info = ProgramInfo("http_sys_enter_read", "tracepoint", "syscalls:sys_enter_read", True, 7, "forced")
+    assert "syscalls" not in info.as_dict()
