@@ -1,6 +1,6 @@
-"""Self-test: load the HTTP probes with automatic attach-method choice, make one HTTP/1.1
-exchange on loopback, and report what was chosen and captured (used by the QEMU kprobe test
-and handy on a new node: `python -m telegen.capture.selftest --json`)."""
+"""Self-test: load the HTTP probes with automatic attach-method choice (or the one --attach
+forces), make one HTTP/1.1 exchange on loopback, and report what was chosen and captured (used
+by the QEMU tests and handy on a new node: `python -m telegen.capture.selftest --json`)."""
 
 from __future__ import annotations
 
