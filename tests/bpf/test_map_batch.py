@@ -24,7 +24,7 @@ def _table():  # type: ignore[no-untyped-def]
     require(have_bcc(), "BCC's python module (Debian python3-bpfcc)")
     from bcc import BPF
 
-    bpf = BPF(text=SOURCE)
+    bpf = BPF(text=SOURCE.encode())
     return bpf, bpf[b"entries"]
 
 
