@@ -46,6 +46,7 @@ from telegen.config_models import (  # re-exported: callers import models from h
     TlsConfig,
     parse_listen,
 )
+from telegen.yaml_loader import UniqueKeyLoader
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -237,7 +238,7 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 def parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -95,7 +95,7 @@ class TlsConfig(_Model):
 class OtlpConfig(_Model):
     endpoint: str = ""
     insecure: bool = True
-    compression: Literal["gzip", "none"] = "gzip"
+    compression: Literal["gzip", "none"] = "none"
     headers: dict[str, str] = {}
     timeout: float = Field(10.0, gt=0, le=300)
     tls: TlsConfig = TlsConfig()

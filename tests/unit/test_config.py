@@ -126,6 +126,20 @@ def test_invalid_yaml_points_at_the_bad_line(tmp_path: Path) -> None:
     assert "line 3" in problems["(yaml)"]
 
 
+
+def test_a_repeated_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
+    # PyYAML alone would keep the second `otlp:` and drop the first one's endpoint
+    problems = _problems(tmp_path, "otlp:\n  endpoint: collector:4317\nmode: agent\notlp:\n  compression: gzip\n")
+    assert problems == {"(yaml)": "invalid YAML at line 4, column 1: found duplicate key 'otlp'"}
+    nested = _problems(tmp_path, "otlp: {endpoint: a:4317, endpoint: b:4317}\n")
+    assert "duplicate key 'endpoint'" in nested["(yaml)"]
+
+
+def test_a_merge_key_may_be_overridden(tmp_path: Path) -> None:
+    text = "otlp:\n  <<: {endpoint: 'a:4317', timeout: 3}\n  endpoint: 'b:4317'\n"
+    otlp = load(_write(tmp_path, text), env={}).config.otlp
+    assert (otlp.endpoint, otlp.timeout) == ("b:4317", 3)
+
 # --- self_telemetry.listen ---------------------------------------------------------------------
 
 @pytest.mark.parametrize(("listen", "host", "port"), [
