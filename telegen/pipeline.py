@@ -63,11 +63,22 @@ class BoundedQueue(Generic[T]):
         """Offer items in order; returns how many were accepted. Never blocks."""
         if self._cost is None and not self.max_bytes and self.policy == "drop_newest":
             return self._put_many_uncosted(items if isinstance(items, list) else list(items))
+        items = items if isinstance(items, list) else list(items)
+        costs = list(map(self._cost, items)) if self._cost else [0] * len(items)
+        total = sum(costs)
         accepted = 0
-        with self._cond:
-            for item in items:
+        with self._cond:  # the costs are worked out before the lock: producers do not hold it long
+            if (len(self._items) + len(items) <= self.capacity
+                    and (not self.max_bytes or self._bytes + total <= self.max_bytes)):
+                # The usual case, a span batch with room to spare: one extend, no per-item checks.
+                self.produced += len(items)
+                self._items.extend(zip(items, costs))
+                self._bytes += total
+                if items:
+                    self._cond.notify_all()
+                return len(items)
+            for item, cost in zip(items, costs, strict=True):
                 self.produced += 1
-                cost = self._cost(item) if self._cost else 0
                 if self.max_bytes and cost > self.max_bytes:
                     self.dropped["too_large"] += 1
                     continue

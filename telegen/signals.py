@@ -43,6 +43,10 @@ class SpanRecord:
     # RED's attribute pairs, worked out once per span shape by the builder; whoever rewrites one
     # of those attributes afterwards (peer names) sets it to None so RED recomputes.
     metric_attrs: tuple[tuple[str, AttrValue], ...] | None = None
+    # The span shape's constant attributes, shared by every span of the shape: `attributes`
+    # begins with exactly these pairs, in this order, so the OTLP encoder writes their bytes once
+    # per shape. Whoever rewrites an attribute sets it to None, as for metric_attrs.
+    base_attrs: Attributes | None = None
 
 
 @dataclass(slots=True)

@@ -75,19 +75,9 @@ class HttpSpanBuilder:
                 pending.done = True
                 ready.append(pending.span)  # no client seen in time: a root span
                 self._forget_pending(pending)
-        shapes, errors = self.shapes, self.decode_errors
-        ids = _ids.randbytes(24 * len(exchanges))  # one call per batch: 16-byte trace + 8-byte span id each
         servers: list[tuple[SpanRecord, _Tuple]] = []
         touched: set[_Tuple] = set()
-        for i, ex in enumerate(exchanges):
-            shape = shapes.get(ex)
-            if isinstance(shape, str):
-                errors[shape] += 1
-                continue
-            server = ex.role == ROLE_SERVER
-            key = ((ex.peer_addr, ex.peer_port, ex.local_addr, ex.local_port) if server
-                   else (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port))
-            span = self._span(ex, shape, key, server, offset_ns, ids, i * 24)
+        for span, key, server in self._spans(exchanges, offset_ns):
             if server:
                 servers.append((span, key))
             else:
@@ -192,28 +182,53 @@ class HttpSpanBuilder:
                 return True
         return False
 
-    def _span(self, ex: HttpExchange, shape: SpanShape, key: _Tuple, server: bool, offset_ns: int, ids: bytes,
-              at: int) -> SpanRecord:
-        """The shape's constant part plus what differs per exchange."""
+    def _spans(self, exchanges: list[HttpExchange], offset_ns: int) -> list[tuple[SpanRecord, _Tuple, bool]]:
+        """(span, 4-tuple, is server) per exchange: its shape's constant part plus what differs."""
+        out: list[tuple[SpanRecord, _Tuple, bool]] = []
+        shape_of, errors, lookup = self.shapes.get, self.decode_errors, self.connection_lookup
+        joined: dict[tuple[_Tuple, bool], tuple[float | None, int] | None] = {}  # L4 join per batch
+        ids = _ids.randbytes(24 * len(exchanges))  # one call per batch: 16-byte trace + 8-byte span id each
+        at = -24
+        for ex in exchanges:
+            at += 24
+            shape = shape_of(ex)
+            if isinstance(shape, str):
+                errors[shape] += 1
+                continue
+            if shape.errors or shape.overflow_service:
+                self._count_shape(shape)
+            server = ex.role == ROLE_SERVER
+            key = ((ex.peer_addr, ex.peer_port, ex.local_addr, ex.local_port) if server
+                   else (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port))
+            attrs = shape.attrs.copy()  # the per-exchange keys below are never in the shape (base_attrs)
+            if server:  # the client's port differs per connection; a client span's peer port is in the shape
+                attrs["network.peer.port"] = attrs["client.port"] = ex.peer_port
+            if shape.req_head >= 0:
+                attrs["http.request.body.size"] = max(0, ex.req_size - shape.req_head)
+            if shape.resp_head >= 0:
+                attrs["http.response.body.size"] = max(0, ex.resp_size - shape.resp_head)
+            if lookup is not None:
+                side = (key, server)
+                if side in joined:  # keep-alive: a connection's exchanges share one lookup per batch
+                    tcp = joined[side]
+                else:
+                    tcp = joined[side] = lookup(key, not server)
+                if tcp is not None:
+                    if tcp[0] is not None:
+                        attrs["telegen.tcp.connect.duration"] = tcp[0]
+                    attrs["telegen.tcp.retransmits"] = tcp[1]
+            out.append((SpanRecord(
+                shape.trace_id or ids[at:at + 16], ids[at + 16:at + 24], shape.parent_span_id, shape.name, shape.kind,
+                ex.start_ns + offset_ns, ex.end_ns + offset_ns, attrs, (), shape.status_code, shape.status_message,
+                ex.pid, ex.cgroup_id, 1000.0 / ex.sample_permille if ex.sample_permille else 1.0, shape.metric_attrs,
+                shape.attrs), key, server))
+        return out
+
+    def _count_shape(self, shape: SpanShape) -> None:
         for kind in shape.errors:
             self.decode_errors[kind] += 1
         if shape.overflow_service:
             self.routes.overflowed[shape.overflow_service] += 1
-        attrs = shape.attrs.copy()
-        if server:  # the client's port differs per connection; a client span's peer port is in the shape
-            attrs["network.peer.port"] = attrs["client.port"] = ex.peer_port
-        if shape.req_head >= 0:
-            attrs["http.request.body.size"] = max(0, ex.req_size - shape.req_head)
-        if shape.resp_head >= 0:
-            attrs["http.response.body.size"] = max(0, ex.resp_size - shape.resp_head)
-        if self.connection_lookup is not None and (tcp := self.connection_lookup(key, not server)) is not None:
-            if tcp[0] is not None:
-                attrs["telegen.tcp.connect.duration"] = tcp[0]
-            attrs["telegen.tcp.retransmits"] = tcp[1]
-        return SpanRecord(
-            shape.trace_id or ids[at:at + 16], ids[at + 16:at + 24], shape.parent_span_id, shape.name, shape.kind,
-            ex.start_ns + offset_ns, ex.end_ns + offset_ns, attrs, (), shape.status_code, shape.status_message,
-            ex.pid, ex.cgroup_id, 1000.0 / ex.sample_permille if ex.sample_permille else 1.0, shape.metric_attrs)
 
 
 def _pending_start(pending: _Pending) -> int:

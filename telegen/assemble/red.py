@@ -7,6 +7,7 @@ with its sample weight so that kernel-side shedding leaves the histograms unbias
 from __future__ import annotations
 
 import bisect
+import operator
 import threading
 import time
 from typing import Any, TypeVar
@@ -46,6 +47,13 @@ class _Hist:
         self.sum += value * weight
         self.count += weight
 
+    def add_all(self, buckets: tuple[float, ...], values: list[float], weights: list[float]) -> None:
+        counts, find = self.counts, bisect.bisect_left
+        for value, weight in zip(values, weights, strict=True):
+            counts[find(buckets, value)] += weight
+        self.sum += sum(map(operator.mul, values, weights))
+        self.count += sum(weights)
+
 
 class _Series:
     """The three instruments of one (kind, resource, attribute set): one lookup per span."""
@@ -80,47 +88,58 @@ class RedMetrics:
 
     def observe(self, spans: list[SpanRecord]) -> None:
         with self._lock:
-            series = self._series
             # Per batch, by object identity: the builder shares one resource tuple per process and
-            # one attribute tuple per span shape, so most spans cost two small-int dict reads
-            # instead of hashing ~15-pair tuples. Identities are valid while `spans` lives.
-            by_resource: dict[int, int] = {}
-            by_attrs: dict[int, int] = {}
-            duration_buckets, size_buckets = DURATION_BUCKETS, SIZE_BUCKETS
+            # one attribute tuple per span shape, so spans group by two ids and each group costs
+            # one series lookup instead of hashing ~15-pair tuples per span. Identities are valid
+            # while `spans` lives.
+            groups: dict[tuple[int, int, bool], list[SpanRecord]] = {}
             for span in spans:
-                rid = by_resource.get(id(span.resource))
-                if rid is None:
-                    rid = by_resource[id(span.resource)] = self._intern(self._resource_ids, self._resources,
-                                                                        span.resource)
                 metric_attrs = span.metric_attrs
-                aid: int | None
-                if metric_attrs is None:
-                    attrs = span.attributes
-                    aid = self._intern(self._attr_ids, self._attr_sets,
-                                       tuple([(k, attrs[k]) for k in METRIC_ATTRS if k in attrs]))
+                key = (id(span.resource), id(metric_attrs) if metric_attrs is not None else -id(span),
+                       span.kind == SPAN_KIND_SERVER)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [span]
                 else:
-                    aid = by_attrs.get(id(metric_attrs))
-                    if aid is None:
-                        aid = by_attrs[id(metric_attrs)] = self._intern(self._attr_ids, self._attr_sets, metric_attrs)
-                if rid < 0 or aid is None or aid < 0:  # a new resource or attribute set would need a new series
-                    self.series_overflow += 1
+                    group.append(span)
+            resource_ids: dict[int, int] = {}
+            for (resource_key, _, server), group in groups.items():
+                first = group[0]
+                rid = resource_ids.get(resource_key)
+                if rid is None:
+                    rid = resource_ids[resource_key] = self._intern(self._resource_ids, self._resources, first.resource)
+                metric_attrs = first.metric_attrs
+                if metric_attrs is None:  # attributes rewritten after the builder: from the attributes
+                    attrs = first.attributes
+                    metric_attrs = tuple([(k, attrs[k]) for k in METRIC_ATTRS if k in attrs])
+                aid = self._intern(self._attr_ids, self._attr_sets, metric_attrs)
+                entry = self._entry((server, rid, aid)) if rid >= 0 and aid >= 0 else None
+                if entry is None:  # a new resource, attribute set or series past the cap
+                    self.series_overflow += len(group)
                     continue
-                key = (span.kind == SPAN_KIND_SERVER, rid, aid)
-                entry = series.get(key)
-                if entry is None:
-                    if len(series) >= self.max_series:
-                        self.series_overflow += 1
-                        continue
-                    entry = series[key] = _Series()
-                weight = span.sample_weight
-                entry.duration.add(duration_buckets, max(0, span.end_ns - span.start_ns) / 1e9, weight)
-                attrs = span.attributes
-                req = attrs.get("http.request.body.size")
-                if isinstance(req, int):
-                    entry.request_size.add(size_buckets, float(req), weight)
-                resp = attrs.get("http.response.body.size")
-                if isinstance(resp, int):
-                    entry.response_size.add(size_buckets, float(resp), weight)
+                self._add(entry, group)
+
+    def _entry(self, key: _SeriesKey) -> _Series | None:
+        entry = self._series.get(key)
+        if entry is None:
+            if len(self._series) >= self.max_series:
+                return None
+            entry = self._series[key] = _Series()
+        return entry
+
+    @staticmethod
+    def _add(entry: _Series, group: list[SpanRecord]) -> None:
+        weights = [span.sample_weight for span in group]
+        entry.duration.add_all(DURATION_BUCKETS, [max(0, s.end_ns - s.start_ns) / 1e9 for s in group], weights)
+        for attr, hist in (("http.request.body.size", entry.request_size),
+                           ("http.response.body.size", entry.response_size)):
+            sizes = [span.attributes.get(attr) for span in group]
+            if all(type(size) is int for size in sizes):
+                hist.add_all(SIZE_BUCKETS, list(map(float, sizes)), weights)  # type: ignore[arg-type]
+                continue
+            for size, weight in zip(sizes, weights, strict=True):
+                if isinstance(size, int):
+                    hist.add(SIZE_BUCKETS, float(size), weight)
 
     def _intern(self, ids: dict[_T, int], values: list[_T], value: _T) -> int:
         """A small int for a resource or attribute set; -1 once the table is full."""

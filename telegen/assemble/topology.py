@@ -63,6 +63,16 @@ class _Agg:
             if j < SAMPLES_PER_SECOND:
                 self.durations[j] = ms
 
+    def durations_of(self, values: list[float]) -> None:
+        """duration() for each value: the free reservoir places in one extend, then sampling."""
+        room = SAMPLES_PER_SECOND - len(self.durations)
+        if room > 0:
+            self.durations.extend(values[:room])
+            self.seen += min(room, len(values))
+            values = values[room:]
+        for ms in values:
+            self.duration(ms)
+
 
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -138,21 +148,33 @@ class Topology:
 
     def observe_spans(self, spans: Iterable[SpanRecord]) -> None:
         with self._lock:
-            # Per batch: spans share resource objects and repeat (workload, peer, port), so each
-            # distinct combination is resolved once and the rest only bump counters.
+            # Per batch: spans share resource objects and span shapes, and one shape (base_attrs)
+            # fixes the edge (peer, server port, and a client's peer port), so each group of
+            # spans is resolved once and only bumps counters.
+            groups: dict[tuple[int, int, int], list[SpanRecord]] = {}
+            for span in spans:
+                base = span.base_attrs
+                key = (id(span.resource), id(base) if base is not None else -id(span), span.kind)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [span]
+                else:
+                    group.append(span)
             nodes: dict[int, str | None] = {}
             edges: dict[tuple[str, bool, str, int, int], _Agg | None] = {}
-            for span in spans:
-                me = nodes.get(id(span.resource), "")
+            for (resource_key, _, kind), group in groups.items():
+                first = group[0]
+                me = nodes.get(resource_key, "")
                 if me == "":
-                    me = nodes[id(span.resource)] = self._node(span.resource)
+                    me = nodes[resource_key] = self._node(first.resource)
                 if me is None:
                     continue
-                attrs = span.attributes
+                attrs = first.attributes
+                server = kind == SPAN_KIND_SERVER
                 peer = str(attrs.get("network.peer.address", ""))
-                peer_port = int(attrs.get("network.peer.port", 0) or 0)
+                # a server edge does not depend on the client's port (which varies inside a group)
+                peer_port = 0 if server else int(attrs.get("network.peer.port", 0) or 0)
                 server_port = int(attrs.get("server.port", 0) or 0)
-                server = span.kind == SPAN_KIND_SERVER
                 edge = (me, server, peer, peer_port, server_port)
                 if edge in edges:
                     agg = edges[edge]
@@ -160,9 +182,9 @@ class Topology:
                     agg = edges[edge] = self._span_edge(me, server, peer, peer_port, server_port)
                 if agg is None:
                     continue
-                agg.requests += 1
-                agg.errors += 1 if span.status_code == STATUS_ERROR else 0
-                agg.duration(max(0, span.end_ns - span.start_ns) / 1e6)
+                agg.requests += len(group)
+                agg.errors += sum(1 for span in group if span.status_code == STATUS_ERROR)
+                agg.durations_of([max(0, span.end_ns - span.start_ns) / 1e6 for span in group])
 
     def _span_edge(self, me: str, server: bool, peer: str, peer_port: int, server_port: int) -> _Agg | None:
         if server:

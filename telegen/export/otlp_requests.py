@@ -24,7 +24,7 @@ from telegen.export.otlp_wire import (
     utf8,
     varint,
 )
-from telegen.signals import LogRecordItem, Resource, SpanRecord
+from telegen.signals import Attributes, LogRecordItem, Resource, SpanRecord
 
 SCOPE_NAME = "telegen"
 RESOURCE_MEMO_LIMIT = 1_024
@@ -46,6 +46,8 @@ _severity_texts, _event_names = StringFieldMemo(0x1A), StringFieldMemo(0x62)  # 
 _statuses: dict[tuple[int, str], bytes] = {}
 _span_prefixes: dict[int, bytes] = {}  # body length -> ScopeSpans.spans tag 2 + length; lengths < 2**14
 _resources: dict[int, tuple[Resource, bytes]] = {}  # id -> (the tuple, kept alive so the id stays its own)
+# SpanRecord.base_attrs by id -> (the dict, kept alive; its fields joined; its length)
+_bases: dict[int, tuple[Attributes, bytes, int]] = {}
 
 
 def resource_field(resource: Resource) -> bytes:
@@ -77,19 +79,35 @@ def _unusual_head(s: SpanRecord, name: bytes) -> list[bytes]:
     return [*ids, name, enum_field(0x30, s.kind), *times]
 
 
+def _base_fields(base: Attributes) -> tuple[Attributes, bytes, int]:
+    """A shape's constant attribute fields, joined once and kept while the memo holds them."""
+    hit = _bases.get(id(base))
+    if hit is None or hit[0] is not base:
+        if len(_bases) >= MEMO_LIMIT:
+            _bases.clear()
+        hit = _bases[id(base)] = (base, b"".join(_span_attrs.fields(base)), len(base))
+    return hit
+
+
 def span_field(s: SpanRecord) -> bytes:
     """One Span as a field of ScopeSpans: tag, length, body."""
     trace_id, span_id, parent, kind, start, end = s.trace_id, s.span_id, s.parent_span_id, s.kind, s.start_ns, s.end_ns
     name = _span_name(s.name)
     if name is None:
         name = _span_names.miss(s.name)
-    parts = _span_attrs.fields(s.attributes)
     if len(trace_id) == 16 and len(span_id) == 8 and len(parent) in (0, 8) and 0 < kind < 0x80 and start and end:
-        parts[0:0] = (_IDS_PARENT(0x0A, 16, trace_id, 0x12, 8, span_id, 0x22, 8, parent) if parent
-                      else _IDS(0x0A, 16, trace_id, 0x12, 8, span_id),
-                      name, _KIND_TIMES(0x30, kind, 0x39, start, 0x41, end))
+        parts = [_IDS_PARENT(0x0A, 16, trace_id, 0x12, 8, span_id, 0x22, 8, parent) if parent
+                 else _IDS(0x0A, 16, trace_id, 0x12, 8, span_id),
+                 name, _KIND_TIMES(0x30, kind, 0x39, start, 0x41, end)]
     else:
-        parts[0:0] = _unusual_head(s, name)
+        parts = _unusual_head(s, name)
+    base = s.base_attrs
+    if base is None:
+        parts += _span_attrs.fields(s.attributes)
+    else:  # the shape's fields in one piece, then the few that differ per span
+        _, joined, count = _base_fields(base)
+        parts.append(joined)
+        parts += _span_attrs.tail_fields(s.attributes, count)
     code, message = s.status_code, s.status_message
     parts.append(_status_field(code, message) if code or message else _STATUS_UNSET)
     body = b"".join(parts)

@@ -9,6 +9,7 @@ equals what the generated classes serialize: fields in number order, proto3 defa
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 from telegen.signals import Attributes, AttrValue
@@ -103,15 +104,29 @@ class KeyValueMemo:
 
     def _fill(self, attrs: Attributes, out: list[bytes | None]) -> None:
         keys, values = list(attrs), list(attrs.values())
-        memo, i = self.memo, -1
+        i = -1
         for _ in range(out.count(None)):
             i = out.index(None, i + 1)
-            key, value = keys[i], values[i]
-            out[i] = encoded = self.encode(key, value)
-            if not isinstance(value, float) or (value and value == value):
-                if len(memo) >= self.limit:
-                    memo.clear()
-                memo[(key, type(value), value)] = encoded
+            out[i] = self._remember(keys[i], values[i])
+
+    def tail_fields(self, attrs: Attributes, skip: int) -> list[bytes]:
+        """The encoded fields of the attributes after the first `skip` (the per-span ones)."""
+        get, out = self.memo.get, []
+        try:
+            for key, value in itertools.islice(attrs.items(), skip, None):
+                field = get((key, type(value), value))
+                out.append(field if field is not None else self._remember(key, value))
+        except TypeError:  # an unhashable value (outside AttrValue): encode the tail without the memo
+            return [self.encode(k, v) for k, v in itertools.islice(attrs.items(), skip, None)]
+        return out
+
+    def _remember(self, key: str, value: AttrValue) -> bytes:
+        encoded = self.encode(key, value)
+        if not isinstance(value, float) or (value and value == value):
+            if len(self.memo) >= self.limit:
+                self.memo.clear()
+            self.memo[(key, type(value), value)] = encoded
+        return encoded
 
     def encode(self, key: str, value: AttrValue) -> bytes:
         """key_value_field(tag, key, value); str and int inlined: misses are frequent (ports, sizes, paths)."""

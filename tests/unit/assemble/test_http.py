@@ -364,6 +364,9 @@ def test_build_never_raises_on_hostile_exchanges(batch: list[object]) -> None:
         assert 0 < int(span.attributes["server.port"]) <= 65535
         for key in ("http.request.body.size", "http.response.body.size"):
             assert int(span.attributes.get(key, 0)) >= 0
+        # the encoder writes base_attrs once per shape: the span's attributes must begin with it
+        base = span.base_attrs
+        assert base is not None and list(span.attributes.items())[:len(base)] == list(base.items())
 
 
 def test_hostile_bytes_are_counted_by_kind() -> None:

@@ -180,7 +180,12 @@ def test_enrich_spans_and_peers() -> None:
     spans = [span(**{"server.address": "10.96.0.42", "server.port": "8080"}),
              span(**{"server.address": "10.1.0.7"}), span(**{"server.address": "example.com"}),
              span(**{"server.address": "10.9.9.9"})]
+    for s in spans:  # as the builder leaves them: shape attributes shared with RED and the encoder
+        s.base_attrs, s.metric_attrs = dict(s.attributes), (("server.address", s.attributes["server.address"]),)
     e.enrich_spans(spans)
+    # a rewritten server.address makes the shape's precomputed attributes stale: both are dropped
+    assert spans[0].base_attrs is None and spans[0].metric_attrs is None
+    assert spans[2].base_attrs is not None and spans[2].metric_attrs is not None
     assert all(dict(s.resource)["k8s.pod.name"] == "checkout-7f9c-abcde" for s in spans)
     assert spans[0].attributes["server.address"] == "checkout"
     assert spans[0].attributes["network.peer.address"] == "10.96.0.42"

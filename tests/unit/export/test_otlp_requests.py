@@ -64,6 +64,29 @@ def test_trace_request_equals_the_generated_encoder(spans: list[SpanRecord]) -> 
     assert payload == reference.SerializeToString()  # same field order and omissions, byte for byte
 
 
+@st.composite
+def shaped_span_batches(draw: st.DrawFn) -> list[SpanRecord]:
+    """Spans as the HTTP builder makes them: shared base_attrs dicts that each span's attributes
+    begin with, then per-span keys (peer port, sizes) that the base does not have."""
+    bases = draw(st.lists(attributes, min_size=1, max_size=3))
+    spans = []
+    for _ in range(draw(st.integers(0, 10))):
+        base = bases[draw(st.integers(0, len(bases) - 1))]
+        extra = {k: v for k, v in draw(attributes).items() if k not in base}
+        spans.append(SpanRecord(
+            trace_id=draw(ids), span_id=draw(ids), parent_span_id=draw(st.one_of(st.just(b""), ids)),
+            name=draw(st.text(max_size=20)), kind=draw(kinds), start_ns=draw(times), end_ns=draw(times),
+            attributes={**base, **extra}, resource=RESOURCE, base_attrs=base))
+    return spans
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(shaped_span_batches())
+def test_spans_with_shared_base_attributes_encode_the_same(spans: list[SpanRecord]) -> None:
+    [(payload, _)] = trace_requests(spans, UNLIMITED)
+    assert payload == encode_spans(spans).SerializeToString()
+
+
 @settings(derandomize=True, max_examples=200, deadline=None)
 @given(log_batches())
 def test_logs_request_equals_the_generated_encoder(logs: list[LogRecordItem]) -> None:
