@@ -198,6 +198,30 @@ static __always_inline void emit(struct http_conn_state *st, __u8 why, __u64 key
     count(CNT_HTTP_EMITTED);
 }
 
+/* The shedding draw, in [0, 1000). Both ends of a call on this node draw alike: it hashes the
+ * connection symmetrically (port pair in order, addresses XORed) with the ~1 ms period the
+ * request starts in, so a kept exchange usually keeps its client and its server span, and the
+ * trace stays whole (a server span whose client was shed would wait for it, then go out alone).
+ * Apart from that pairing the draw behaves as a uniform random number per exchange. */
+static __always_inline __u32 shed_draw(const struct http_conn_state *st, __u64 now)
+{
+    __u32 a = st->local_port, b = st->peer_port, w0 = 0, w1 = 0, v0 = 0, v1 = 0;
+    __u64 h;
+
+    __builtin_memcpy(&w0, st->local_addr, 4);
+    __builtin_memcpy(&w1, st->local_addr + 12, 4);
+    __builtin_memcpy(&v0, st->peer_addr, 4);
+    __builtin_memcpy(&v1, st->peer_addr + 12, 4);
+    h = ((__u64)(a < b ? a : b) << 16 | (a < b ? b : a)) ^ ((__u64)(w0 ^ w1 ^ v0 ^ v1) << 32);
+    h ^= (now >> 20) * 0x9E3779B97F4A7C15ULL;
+    h ^= h >> 33; /* splitmix/murmur finaliser: every input bit moves the result */
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return (__u32)(h % 1000);
+}
+
 /* A new exchange begins; the caller captures its bytes when st->sampled. */
 static __always_inline void start_request(struct http_conn_state *st, __u64 len, __u64 now)
 {
@@ -219,7 +243,7 @@ static __always_inline void start_request(struct http_conn_state *st, __u64 len,
     st->tid = (__u32)bpf_get_current_pid_tgid();
     st->cgroup_id = bpf_get_current_cgroup_id();
     st->sample_permille = rate > 1000 ? 1000 : rate;
-    st->sampled = rate >= 1000 || (bpf_get_prandom_u32() % 1000) < rate; /* shed: sizes and times only */
+    st->sampled = rate >= 1000 || shed_draw(st, now) < rate; /* shed: sizes and times only */
 }
 
 /* Create the pairing entry for a socket that is starting an HTTP request. */

@@ -72,7 +72,7 @@ class BoundedQueue(Generic[T]):
                     and (not self.max_bytes or self._bytes + total <= self.max_bytes)):
                 # The usual case, a span batch with room to spare: one extend, no per-item checks.
                 self.produced += len(items)
-                self._items.extend(zip(items, costs))
+                self._items.extend(zip(items, costs, strict=True))
                 self._bytes += total
                 if items:
                     self._cond.notify_all()

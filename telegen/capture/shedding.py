@@ -3,8 +3,8 @@
 No per-request Python work keeps up with a saturated node, so the agent's CPU (the whole
 process: capture, processing, export) is measured each period and the kernel's shed rate
 (permille of exchanges not emitted) moves to hold it under the budget: multiplicative
-increase when over, gentle decrease when under. Counts stay exact in kernel counters and
-RED histograms are weighted by the rate.
+increase when over, a decrease proportional to the room left when under. Counts stay exact
+in kernel counters and RED histograms are weighted by the rate.
 
 The budget shrinks while the node has (almost) no idle CPU: then every cycle the agent
 spends is taken from the workloads, so it keeps only a floor (`cpu_budget_saturated`).
@@ -19,6 +19,11 @@ MAX_SHED_PERMILLE = 999  # never all: a trickle of spans keeps showing what the 
 # reaches 0 % idle (client and server wait on each other): wrk against nginx on 2 cores left
 # 10-15 % idle, while an open-loop 5,000 req/s left far more.
 SATURATED_IDLE = 0.25
+# Between HOLD_SHARE and 100 % of the budget the shed rate holds; under it, the kept share grows
+# toward RECOVER_TARGET of the budget. (A fixed step back from a 10 % overshoot left the agent
+# at 65 % of its budget, shedding spans it had the CPU for.)
+HOLD_SHARE = 0.9
+RECOVER_TARGET = 0.95
 
 
 class NodeCpu:
@@ -66,7 +71,10 @@ class ShedController:
         if used > budget:
             # scale the kept share by how far over budget we are, at least 10 % less
             keep = int(keep * min(0.9, budget / used))
-        elif used < 0.7 * budget and self.shed_permille:
-            keep = min(1000, int(keep * 1.25) + 10)
+        elif used < HOLD_SHARE * budget and self.shed_permille:
+            # grow toward the budget in proportion to the room left (span work is most of the
+            # agent's CPU, so this lands just under it), by at most a quarter per period
+            room = RECOVER_TARGET * budget / used if used > 0 else 2.0
+            keep = min(1000, int(keep * min(1.25, room)) + 10)
         self.shed_permille = max(0, min(MAX_SHED_PERMILLE, 1000 - keep))
         return self.shed_permille
