@@ -13,7 +13,9 @@ import pytest
 
 from tests.conftest import REPO, have_bcc, have_root, require
 from tests.e2e.agent_harness import RunningAgent
-from tests.otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver, attrs_dict
+
+SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 2, 3  # OTLP Span.SpanKind
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root]
 REQUESTS = 6000
@@ -44,16 +46,18 @@ def _red_count(agent: RunningAgent, port: int) -> float:
     return total
 
 
-def test_tiny_budget_sheds_but_counts_every_exchange(tight_agent: RunningAgent, http_server: int) -> None:
+def test_tiny_budget_sheds_but_counts_every_exchange(tight_agent: RunningAgent, http_server: int,
+                                                     receiver: OtlpReceiver) -> None:
     before = _http(tight_agent)
     red_before = _red_count(tight_agent, http_server)
-    shed_seen = 0
+    shed_seen, shedding_since = 0, 0
     conn = http.client.HTTPConnection("127.0.0.1", http_server, timeout=5)
     for i in range(REQUESTS):
         conn.request("GET", f"/shed/{i % 7}")
         conn.getresponse().read()
-        if i % 500 == 0:
+        if i % 250 == 0:
             shed_seen = max(shed_seen, _http(tight_agent)["shed_permille"])
+            shedding_since = shedding_since or (time.time_ns() if shed_seen else 0)
     conn.close()
     # the idle sweep completes the last exchanges; then the counters stop moving
     deadline, last = time.monotonic() + 15, -1
@@ -78,3 +82,17 @@ def test_tiny_budget_sheds_but_counts_every_exchange(tight_agent: RunningAgent, 
     assert REQUESTS * 0.5 <= estimate <= REQUESTS * 1.5, estimate
     text = tight_agent.get("/metrics")[1]
     assert re.search(r"^telegen_\w*shed\w* ", text, re.M), "shedding must show on /metrics"
+    _kept_calls_stay_whole(receiver, shedding_since)
+
+
+def _kept_calls_stay_whole(receiver: OtlpReceiver, since_ns: int) -> None:
+    """Both ends of a local call draw alike in the kernel: a kept server span has its client."""
+    time.sleep(3.0)  # the last batches and any server spans still waiting for a client
+    shed = [r.span for r in list(receiver.spans) if r.span.start_time_unix_nano > since_ns
+            and str(attrs_dict(r.span.attributes).get("url.path", "")).startswith("/shed/")]
+    clients = {s.span_id for s in shed if s.kind == SPAN_KIND_CLIENT}
+    servers = [s for s in shed if s.kind == SPAN_KIND_SERVER]
+    assert len(clients) >= 10 and len(servers) >= 10, f"{len(clients)} client, {len(servers)} server spans kept"
+    whole = sum(1 for s in servers if s.parent_span_id in clients)
+    # independent draws would pair about the kept share (often under 10 % here)
+    assert whole >= 0.8 * len(servers), f"{whole} of {len(servers)} kept server spans have their client"
