@@ -13,6 +13,7 @@ import time
 from typing import Any, TypeVar
 
 from telegen.assemble.http_shapes import METRIC_ATTRS, MetricAttrs
+from telegen.assemble.span_groups import by_shape
 from telegen.signals import (
     SPAN_KIND_SERVER,
     HistogramPoint,
@@ -32,6 +33,10 @@ _INSTRUMENTS = {
     "request.body.size": ("Size of HTTP {kind} request bodies.", "By", SIZE_BUCKETS, "http.request.body.size"),
     "response.body.size": ("Size of HTTP {kind} response bodies.", "By", SIZE_BUCKETS, "http.response.body.size"),
 }
+
+
+def _metric_attrs(span: SpanRecord) -> object | None:
+    return span.metric_attrs
 
 
 class _Hist:
@@ -88,22 +93,10 @@ class RedMetrics:
 
     def observe(self, spans: list[SpanRecord]) -> None:
         with self._lock:
-            # Per batch, by object identity: the builder shares one resource tuple per process and
-            # one attribute tuple per span shape, so spans group by two ids and each group costs
-            # one series lookup instead of hashing ~15-pair tuples per span. Identities are valid
-            # while `spans` lives.
-            groups: dict[tuple[int, int, bool], list[SpanRecord]] = {}
-            for span in spans:
-                metric_attrs = span.metric_attrs
-                key = (id(span.resource), id(metric_attrs) if metric_attrs is not None else -id(span),
-                       span.kind == SPAN_KIND_SERVER)
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [span]
-                else:
-                    group.append(span)
+            # one series lookup per group of spans, instead of hashing ~15-pair tuples per span
+            groups = by_shape(spans, _metric_attrs)
             resource_ids: dict[int, int] = {}
-            for (resource_key, _, server), group in groups.items():
+            for (resource_key, _, kind), group in groups.items():
                 first = group[0]
                 rid = resource_ids.get(resource_key)
                 if rid is None:
@@ -113,7 +106,7 @@ class RedMetrics:
                     attrs = first.attributes
                     metric_attrs = tuple([(k, attrs[k]) for k in METRIC_ATTRS if k in attrs])
                 aid = self._intern(self._attr_ids, self._attr_sets, metric_attrs)
-                entry = self._entry((server, rid, aid)) if rid >= 0 and aid >= 0 else None
+                entry = self._entry((kind == SPAN_KIND_SERVER, rid, aid)) if rid >= 0 and aid >= 0 else None
                 if entry is None:  # a new resource, attribute set or series past the cap
                     self.series_overflow += len(group)
                     continue

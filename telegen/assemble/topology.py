@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from telegen.assemble.span_groups import by_shape
 from telegen.decode.tcp_records import TcpConnection
 from telegen.signals import SPAN_KIND_SERVER, STATUS_ERROR, Resource, SpanRecord
 
@@ -72,6 +73,10 @@ class _Agg:
             values = values[room:]
         for ms in values:
             self.duration(ms)
+
+
+def _base_attrs(span: SpanRecord) -> object | None:
+    return span.base_attrs
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -151,15 +156,7 @@ class Topology:
             # Per batch: spans share resource objects and span shapes, and one shape (base_attrs)
             # fixes the edge (peer, server port, and a client's peer port), so each group of
             # spans is resolved once and only bumps counters.
-            groups: dict[tuple[int, int, int], list[SpanRecord]] = {}
-            for span in spans:
-                base = span.base_attrs
-                key = (id(span.resource), id(base) if base is not None else -id(span), span.kind)
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [span]
-                else:
-                    group.append(span)
+            groups = by_shape(spans, _base_attrs)
             nodes: dict[int, str | None] = {}
             edges: dict[tuple[str, bool, str, int, int], _Agg | None] = {}
             for (resource_key, _, kind), group in groups.items():
