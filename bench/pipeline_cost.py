@@ -58,11 +58,15 @@ def records(count: int, connections: int, server_pid: int, client_pid: int) -> l
     for i in range(count // 2):
         port = 40000 + i % connections
         t += 200_000
-        for role, pid, lport, pport, start, end in ((1, server_pid, 8080, port, t + 20_000, t + 80_000),
-                                                   (2, client_pid, port, 8080, t, t + 100_000)):
+        # the kernel's ids: the server end carries its client's trace id and span id (link_call)
+        trace_id, client_span, server_span = os.urandom(16), os.urandom(8), os.urandom(8)
+        for role, pid, lport, pport, start, end, span_id, parent in (
+                (1, server_pid, 8080, port, t + 20_000, t + 80_000, server_span, client_span),
+                (2, client_pid, port, 8080, t, t + 100_000, client_span, bytes(8))):
             out.append(pack(EVENT_HTTP_EXCHANGE, role, HTTP_FLAG_HAS_RESPONSE, socket.AF_INET, pid, pid, 7, 1,
                             start, start + 30_000, end, len(REQUEST), len(RESPONSE) + 1024, lo, lo, lport, pport,
-                            len(REQUEST), min(CAP, len(RESPONSE)), 1000, b"", REQUEST[:CAP], RESPONSE[:CAP]))
+                            len(REQUEST), min(CAP, len(RESPONSE)), 1000, b"", trace_id, span_id, parent,
+                            REQUEST[:CAP], RESPONSE[:CAP]))
     return out
 
 

@@ -37,6 +37,10 @@
 #define OP_CONNECT 9
 #define OP_CLOSE 10 /* raw dispatch only: close is handled at entry */
 
+/* A client takes ids its server drew for it only this soon after (the client's write returns
+ * microseconds after the server's read); older ones belonged to a request it never sent. */
+#define RENDEZVOUS_NS 20000000ULL
+
 #define MAX_IOV_SEGS 4 /* vectored I/O: the capture comes from the first four iovecs at most */
 
 struct syscall_args {
@@ -64,6 +68,16 @@ BPF_TABLE("lru_hash", __u64, __u8, http_role_hint, MAX_CONNS);
 /* struct sock -> pairing key: finds the entry when a response goes out on a dup'd fd
  * (inetd-style servers such as busybox httpd read fd 0 and write fd 1). */
 BPF_TABLE("lru_hash", __u64, __u64, http_sock_conn, MAX_CONNS);
+/* A client connection's 4-tuple (its own view) -> its pairing key: the server end of a call
+ * on this node finds the client's current exchange there and takes its trace context. */
+struct conn_tuple {
+    __u8 client_addr[16];
+    __u8 server_addr[16];
+    __u16 client_port;
+    __u16 server_port;
+    __u32 _pad;
+};
+BPF_TABLE("lru_hash", struct conn_tuple, __u64, http_client_socks, MAX_CONNS);
 BPF_PERCPU_ARRAY(http_scratch, struct http_conn_state, 1);
 struct capture_buf {
     __u8 b[CAPTURE_BYTES];
@@ -192,6 +206,9 @@ static __always_inline void emit(struct http_conn_state *st, __u8 why, __u64 key
     ev->resp_len = st->resp_len;
     ev->sample_permille = st->sample_permille;
     __builtin_memset(ev->_pad, 0, sizeof(ev->_pad));
+    __builtin_memcpy(ev->trace_id, st->trace_id, 16);
+    __builtin_memcpy(ev->span_id, st->span_id, 8);
+    __builtin_memcpy(ev->parent_span_id, st->parent_span_id, 8);
     bpf_probe_read_kernel(ev->req, CAPTURE_BYTES, st->req);
     bpf_probe_read_kernel(ev->resp, CAPTURE_BYTES, st->resp);
     http_events.ringbuf_submit(ev, BPF_RB_NO_WAKEUP); /* user space drains on a timer */
@@ -222,6 +239,70 @@ static __always_inline __u32 shed_draw(const struct http_conn_state *st, __u64 n
     return (__u32)(h % 1000);
 }
 
+static __always_inline void draw_ids(__u8 *trace_id, __u8 *span_id)
+{
+    __u32 r[6] = {bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32(),
+                  bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32() | 1}; /* never all zero */
+
+    __builtin_memcpy(trace_id, r, 16);
+    __builtin_memcpy(span_id, &r[4], 8);
+}
+
+static __always_inline int same_call(const struct http_conn_state *client, const struct http_conn_state *server)
+{
+    const __u64 *ca = (const __u64 *)client->local_addr, *cp = (const __u64 *)client->peer_addr;
+    const __u64 *sa = (const __u64 *)server->local_addr, *sp = (const __u64 *)server->peer_addr;
+
+    return client->role == ROLE_CLIENT && client->local_port == server->peer_port &&
+           client->peer_port == server->local_port && ca[0] == sp[0] && ca[1] == sp[1] && cp[0] == sa[0] &&
+           cp[1] == sa[1];
+}
+
+/* Trace context for a new exchange, in the kernel, so user space never matches spans:
+ *  - a client draws its trace and span id (or takes the ones its server drew first, below);
+ *  - a server whose peer is a client on this node (same 4-tuple, seen from the other end)
+ *    becomes that client call's child and follows its sampling decision, so a kept server span
+ *    always has its parent. When the server reads the request before the client's write
+ *    returned (both on different CPUs), the client's exchange has not started yet: the server
+ *    draws the client's ids and leaves them in the client's entry for it to take.
+ * Only kept exchanges draw ids; a shed server does not look for its client at all. */
+static __always_inline void link_call(struct http_conn_state *st, __u64 now)
+{
+    __builtin_memset(st->parent_span_id, 0, 8);
+    if (st->role == ROLE_CLIENT) {
+        if (st->next_ns && now - st->next_ns < RENDEZVOUS_NS) {
+            __builtin_memcpy(st->trace_id, st->next_trace_id, 16);
+            __builtin_memcpy(st->span_id, st->next_span_id, 8);
+            st->sampled = st->next_sampled;
+        } else if (st->sampled) {
+            draw_ids(st->trace_id, st->span_id);
+        }
+        st->next_ns = 0;
+        return;
+    }
+    if (!st->sampled)
+        return;
+    draw_ids(st->trace_id, st->span_id);
+    struct conn_tuple t = {.client_port = st->peer_port, .server_port = st->local_port};
+    __builtin_memcpy(t.client_addr, st->peer_addr, 16);
+    __builtin_memcpy(t.server_addr, st->local_addr, 16);
+    __u64 *client_key = http_client_socks.lookup(&t);
+    struct http_conn_state *client = client_key ? http_conns.lookup(client_key) : 0;
+    if (!client || !same_call(client, st))
+        return;
+    if (client->state == ST_REQUEST && client->start_ns <= now) {
+        st->sampled = client->sampled;
+        __builtin_memcpy(st->trace_id, client->trace_id, 16);
+        __builtin_memcpy(st->parent_span_id, client->span_id, 8);
+    } else {
+        draw_ids(client->next_trace_id, client->next_span_id);
+        client->next_sampled = 1;
+        client->next_ns = now;
+        __builtin_memcpy(st->trace_id, client->next_trace_id, 16);
+        __builtin_memcpy(st->parent_span_id, client->next_span_id, 8);
+    }
+}
+
 /* A new exchange begins; the caller captures its bytes when st->sampled. */
 static __always_inline void start_request(struct http_conn_state *st, __u64 len, __u64 now)
 {
@@ -244,6 +325,7 @@ static __always_inline void start_request(struct http_conn_state *st, __u64 len,
     st->cgroup_id = bpf_get_current_cgroup_id();
     st->sample_permille = rate > 1000 ? 1000 : rate;
     st->sampled = rate >= 1000 || shed_draw(st, now) < rate; /* shed: sizes and times only */
+    link_call(st, now);
 }
 
 /* Create the pairing entry for a socket that is starting an HTTP request. */
@@ -275,6 +357,12 @@ static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 d
         return 0;
     }
     http_sock_conn.update(&sk_key, &key);
+    if (st->role == ROLE_CLIENT) {
+        struct conn_tuple t = {.client_port = st->local_port, .server_port = st->peer_port};
+        __builtin_memcpy(t.client_addr, st->local_addr, 16);
+        __builtin_memcpy(t.server_addr, st->peer_addr, 16);
+        http_client_socks.update(&t, &key);
+    }
     return http_conns.lookup(&key);
 }
 
@@ -303,6 +391,10 @@ static __always_inline void next_pipelined(struct http_conn_state *st, __u64 key
             bpf_probe_read_kernel(st->req, CAPTURE_BYTES, tmp->b);
             st->req_len = captured - offset;
         }
+    }
+    if (st->sampled) { /* its own span: a client's server cannot tell the two apart, so no link */
+        draw_ids(st->trace_id, st->span_id);
+        __builtin_memset(st->parent_span_id, 0, 8);
     }
     st->flags = (st->flags & HTTP_FLAG_ROLE_INFERRED) | HTTP_FLAG_PIPELINED;
     st->resp_size = 0;

@@ -58,8 +58,6 @@ class ProcessingWorker(QueueWorker):
             batch = self.records.get_batch(BATCH, timeout=0.2)
             if batch:
                 self.process(batch)
-            else:
-                self.flush_pending(final=False)
             now = time.monotonic()
             if not self.budget_armed.is_set():  # start-up (BPF compiles) is not span work
                 window_cpu, window_wall = time.process_time(), now
@@ -76,7 +74,6 @@ class ProcessingWorker(QueueWorker):
         # drain what is left so SIGTERM loses nothing already captured
         while batch := self.records.get_batch(BATCH):
             self.process(batch)
-        self.flush_pending(final=True)
 
     def process(self, batch: list[bytes]) -> None:
         """Errors stop here: a bad batch is counted and dropped, never raised into the loop."""
@@ -87,16 +84,6 @@ class ProcessingWorker(QueueWorker):
         except Exception as exc:
             self.errors["processing"] += len(batch)
             log.exception("dropping a batch of %d records: %s", len(batch), exc)
-        self.last_progress = time.monotonic()
-
-    def flush_pending(self, final: bool) -> None:
-        try:
-            spans = self.builder.build([], self.clock.offset())
-            if final:
-                spans += self.builder.pending()
-            self._emit(spans)
-        except Exception as exc:
-            log.exception("flushing held spans failed: %s", exc)
         self.last_progress = time.monotonic()
 
     def _emit(self, spans: list[SpanRecord]) -> None:

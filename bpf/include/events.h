@@ -80,11 +80,14 @@ struct http_exchange_event {
     __u16 resp_len;      /* bytes valid in resp[] */
     __u16 sample_permille; /* emitted at this sampling rate (1000 = all) */
     __u8 _pad[6];
+    __u8 trace_id[16];       /* drawn in the kernel, or the local client's (see link_call) */
+    __u8 span_id[8];
+    __u8 parent_span_id[8];  /* server: the span id of the local client call it answers; 0: none */
     __u8 req[CAPTURE_BYTES];
     __u8 resp[CAPTURE_BYTES];
 };
 
-#define HTTP_EXCHANGE_HEADER_SIZE 112
+#define HTTP_EXCHANGE_HEADER_SIZE 144
 _Static_assert(sizeof(struct http_exchange_event) == HTTP_EXCHANGE_HEADER_SIZE + 2 * CAPTURE_BYTES,
                "http_exchange_event size");
 
@@ -120,11 +123,21 @@ struct http_conn_state {
     __u64 pipe_offset;   /* where it starts in the request byte stream */
     __u8 local_addr[16];
     __u8 peer_addr[16];
+    __u8 trace_id[16];       /* the current exchange's ids (http_exchange_event) */
+    __u8 span_id[8];
+    __u8 parent_span_id[8];
+    /* Client side: ids its server drew for the next request because the server read it before
+     * the client's write returned; the client's next request takes them (see link_call). */
+    __u8 next_trace_id[16];
+    __u8 next_span_id[8];
+    __u64 next_ns;           /* when they were drawn; 0: none */
+    __u8 next_sampled;
+    __u8 _pad2[7];
     __u8 req[2 * CAPTURE_BYTES]; /* twice the capture: lets the verifier prove appends */
     __u8 resp[2 * CAPTURE_BYTES];
 };
 
-_Static_assert(sizeof(struct http_conn_state) == 120 + 4 * CAPTURE_BYTES, "http_conn_state size");
+_Static_assert(sizeof(struct http_conn_state) == 192 + 4 * CAPTURE_BYTES, "http_conn_state size");
 
 /* tcp_connection_event.outcome */
 enum tcp_outcome {

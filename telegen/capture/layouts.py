@@ -62,6 +62,7 @@ def http_exchange_layout(capture_bytes: int) -> Layout:
         ("local_addr", "16s"), ("peer_addr", "16s"),
         ("local_port", "H"), ("peer_port", "H"), ("req_len", "H"), ("resp_len", "H"),
         ("sample_permille", "H"), ("_pad", "6s"),
+        ("trace_id", "16s"), ("span_id", "8s"), ("parent_span_id", "8s"),
         ("req", f"{capture_bytes}s"), ("resp", f"{capture_bytes}s"),
     ))
 
@@ -76,6 +77,8 @@ def http_conn_state_layout(capture_bytes: int) -> Layout:
         ("sample_permille", "H"), ("_pad1", "2s"), ("cgroup_id", "Q"),
         ("start_ns", "Q"), ("resp_start_ns", "Q"), ("end_ns", "Q"), ("req_size", "Q"), ("resp_size", "Q"),
         ("pipe_start_ns", "Q"), ("pipe_offset", "Q"), ("local_addr", "16s"), ("peer_addr", "16s"),
+        ("trace_id", "16s"), ("span_id", "8s"), ("parent_span_id", "8s"), ("next_trace_id", "16s"),
+        ("next_span_id", "8s"), ("next_ns", "Q"), ("next_sampled", "B"), ("_pad2", "7s"),
         ("req", f"{2 * capture_bytes}s"), ("resp", f"{2 * capture_bytes}s"),
     ))
 
@@ -101,4 +104,4 @@ TCP_SOCK_STATE = Layout("tcp_sock_state", (
     ("peer_port", "H"), ("srtt_us", "I"), ("bytes_sent", "Q"), ("bytes_received", "Q"),
 ))
 
-HTTP_EXCHANGE_HEADER_SIZE = 112
+HTTP_EXCHANGE_HEADER_SIZE = 144

@@ -42,8 +42,8 @@ class IdleSweeper:
             if len(raw) < self._state.size:
                 continue
             (role, state, flags, family, sampled, _p0, tid, lport, pport, req_len, resp_len, permille, _p1,
-             cgroup_id, start, resp_start, end, req_size, resp_size, pipe_start, _pipe_offset, laddr, paddr, req,
-             resp) = \
+             cgroup_id, start, resp_start, end, req_size, resp_size, pipe_start, _pipe_offset, laddr, paddr,
+             trace_id, span_id, parent, _next_trace, _next_span, _next_ns, _next_sampled, _p2, req, resp) = \
                 self._state.unpack(raw[: self._state.size])
             if state != ST_RESPONSE or not end or now_ns - end < self.idle_ns:
                 continue
@@ -57,6 +57,6 @@ class IdleSweeper:
                 EVENT_HTTP_EXCHANGE, role, flags | HTTP_FLAG_HAS_RESPONSE | HTTP_FLAG_IDLE_SWEPT, family,
                 key >> 32, tid, key & 0xFFFFFFFF, cgroup_id, start, resp_start, end, req_size, resp_size,
                 laddr, paddr, lport, pport, min(req_len, cap), min(resp_len, cap), permille, b"\0" * 6,
-                req[:cap], resp[:cap]))
+                trace_id, span_id, parent, req[:cap], resp[:cap]))
             self.emitted += 1
         return records, done

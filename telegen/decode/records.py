@@ -32,8 +32,12 @@ class HttpExchange(NamedTuple):
     request: bytes  # leading bytes of the request
     response: bytes  # leading bytes of the response
     sample_permille: int
+    trace_id: bytes  # the kernel's ids (link_call in bpf/http.bpf.c); all zero when it drew none
+    span_id: bytes
+    parent_span_id: bytes  # a server's local client call, else b""
 
 
+_NO_PARENT = bytes(8)
 _new_exchange = tuple.__new__  # skips NamedTuple's keyword-handling __new__ in the hot loop
 _ROLES = (1, 2)
 _FAMILIES = (AF_INET, AF_INET6)
@@ -48,8 +52,11 @@ class RecordDecoder:
         # The fixed part only: the captured bytes are sliced straight from the record, so the
         # two capture areas are never copied whole.
         offsets = self.layout.offsets()
-        head_fields = self.layout.fields[:[name for name, _ in self.layout.fields].index("_pad")]
-        self._head = struct.Struct("<" + "".join(fmt for _, fmt in head_fields))
+        names = [name for name, _ in self.layout.fields]
+        head = self.layout.fields[:names.index("req")]
+        # Padding as pad bytes ("6x"): skipped, not unpacked into a value.
+        self._head = struct.Struct("<" + "".join(fmt.replace("s", "x") if name == "_pad" else fmt
+                                                 for name, fmt in head))
         self._req_at, self._resp_at = offsets["req"], offsets["resp"]
         self._capture_bytes = capture_bytes
         self.errors: collections.Counter[str] = collections.Counter()
@@ -68,7 +75,7 @@ class RecordDecoder:
                 self.errors["record_size"] += 1
                 continue
             (etype, role, flags, family, pid, tid, fd, cgroup_id, start, resp_start, end, req_size, resp_size,
-             laddr, paddr, lport, pport, req_len, resp_len, permille) = unpack_from(rec)
+             laddr, paddr, lport, pport, req_len, resp_len, permille, trace_id, span_id, parent) = unpack_from(rec)
             if etype != EVENT_HTTP_EXCHANGE:
                 self.errors["event_type"] += 1
                 continue
@@ -80,5 +87,6 @@ class RecordDecoder:
             peer = addr_cache.get((paddr, family)) or addr(paddr, family)
             append(_new_exchange(HttpExchange, (
                 role, flags, pid, tid, fd, cgroup_id, start, resp_start, end, req_size, resp_size, local, peer,
-                lport, pport, rec[req_at:req_at + req_len], rec[resp_at:resp_at + resp_len], permille)))
+                lport, pport, rec[req_at:req_at + req_len], rec[resp_at:resp_at + resp_len], permille,
+                trace_id, span_id, b"" if parent == _NO_PARENT else parent)))
         return out

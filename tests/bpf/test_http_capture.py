@@ -15,6 +15,7 @@ import pytest
 
 from telegen.assemble.http_parse import parse_request, parse_response
 from telegen.capture.probes import HTTP_PROBES, AttachType
+from telegen.decode.records import HttpExchange
 from tests.bpf.http_fixtures import Capture, ok_handler, read_request, roles, serve
 from tests.conftest import have_bcc, have_root
 
@@ -52,6 +53,39 @@ def test_keepalive_exchanges_both_sides(capture: Capture) -> None:
     client = next(e for e in got if e.role == 2)
     assert (server.local_port, client.peer_port) == (port, port)
     assert server.peer_port == client.local_port and server.local_addr == "127.0.0.1"
+
+
+def _calls(got: list[HttpExchange]) -> dict[bytes, dict[int, HttpExchange]]:
+    """Exchanges by request line, then role: both ends of each call."""
+    out: dict[bytes, dict[int, HttpExchange]] = {}
+    for ex in got:
+        out.setdefault(ex.request.split(b"\r\n", 1)[0], {})[ex.role] = ex
+    return out
+
+
+def test_kernel_links_the_server_end_of_a_local_call_to_its_client(capture: Capture) -> None:
+    """Trace context is drawn and joined in the kernel: the server exchange of each call carries
+    its client's trace id, and the client's span id as its parent; ids are unique."""
+    marker = uuid.uuid4().hex
+    host, port = serve(ok_handler())
+    with socket.create_connection((host, port)) as c:
+        for i in range(40):
+            c.sendall(f"GET /link/{marker}/ka{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert c.recv(4096).endswith(b"hello")
+    for i in range(10):
+        with socket.create_connection((host, port)) as c:
+            c.sendall(f"GET /link/{marker}/fresh{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert c.recv(4096).endswith(b"hello")
+    got = capture.wait(marker, 100)
+    calls = _calls(got)
+    assert len(calls) == 50 and all(set(ends) == {1, 2} for ends in calls.values()), len(got)
+    for ends in calls.values():
+        server, client = ends[1], ends[2]
+        assert client.parent_span_id == b"" and client.span_id != bytes(8) and client.trace_id != bytes(16)
+        assert server.trace_id == client.trace_id
+        assert server.parent_span_id == client.span_id != server.span_id
+    assert len({e.span_id for e in got}) == 100
+    assert len({e.trace_id for e in got}) == 50
 
 
 def test_fresh_connections_and_split_request(capture: Capture) -> None:
@@ -208,6 +242,10 @@ def test_partial_shedding_keeps_whole_captures(capture: Capture) -> None:
     for ex in got:
         assert ex.request.endswith(b"Host: x\r\n\r\n"), ex.request
         assert ex.response.endswith(b"hello") and parse_response(ex.response).status == 200
+    # a server follows its local client's decision: no kept server span lacks its parent
+    for ends in _calls(got).values():
+        if 1 in ends:
+            assert 2 in ends and ends[1].parent_span_id == ends[2].span_id
 
 
 def test_pipelined_pair_is_split_into_two_exchanges(capture: Capture) -> None:

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telegen.assemble import http as httpmod
 from telegen.assemble.http import HttpSpanBuilder
 from telegen.assemble.routes import RouteResolver
 from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, STATUS_UNSET, SpanRecord
@@ -211,111 +210,44 @@ def test_each_span_has_its_own_ids() -> None:
     assert len({s.trace_id for s in spans}) == 20
 
 
-def _call_pair(server_start: int = 1_200_000, server_end: int = 2_800_000) -> tuple[object, object]:
-    """Both ends of one call on this node: client 127.0.0.1:40000 -> server 127.0.0.1:8080."""
-    client = exchange(server=False, local_addr="127.0.0.1", local_port=40000, peer_addr="127.0.0.1",
-                      peer_port=8080, start_ns=1_000_000, end_ns=3_000_000, pid=1)
-    server = exchange(server=True, local_addr="127.0.0.1", local_port=8080, peer_addr="127.0.0.1",
-                      peer_port=40000, start_ns=server_start, end_ns=server_end, pid=2)
-    return client, server
+def test_spans_carry_the_kernels_ids() -> None:
+    ex = exchange(server=False)
+    span = _one(_builder(), ex)
+    assert (span.trace_id, span.span_id, span.parent_span_id) == (ex.trace_id, ex.span_id, b"")
 
 
-def test_busy_keepalive_connection_links_every_call_in_one_batch() -> None:
-    """Hundreds of sequential calls on one 4-tuple in one batch, each server record before its
-    client's (the kernel emits the server side first): every server span gets its own client."""
-    batch = []
-    for i in range(600):
-        t = 10_000_000 + i * 10_000
-        batch.append(exchange(server=True, local_addr="127.0.0.1", local_port=8080, peer_addr="127.0.0.1",
-                              peer_port=40000, start_ns=t + 100, end_ns=t + 800, pid=2))
-        batch.append(exchange(server=False, local_addr="127.0.0.1", local_port=40000, peer_addr="127.0.0.1",
-                              peer_port=8080, start_ns=t, end_ns=t + 900, pid=1))
-    builder = _builder()
-    spans = builder.build(batch, 0)  # type: ignore[arg-type]
-    servers = sorted((s for s in spans if s.kind == SPAN_KIND_SERVER), key=lambda s: s.start_ns)
-    clients = sorted((s for s in spans if s.kind == SPAN_KIND_CLIENT), key=lambda s: s.start_ns)
-    assert len(servers) == len(clients) == 600
-    assert [s.parent_span_id for s in servers] == [c.span_id for c in clients]
-    assert builder.pending() == []
+def test_server_span_is_the_child_of_its_local_client_call() -> None:
+    """The kernel gave the server exchange its client's trace id and span id (link_call)."""
+    client = exchange(server=False, local_addr="127.0.0.1", local_port=40000, peer_addr="127.0.0.1", peer_port=8080)
+    server = exchange(server=True, local_addr="127.0.0.1", local_port=8080, peer_addr="127.0.0.1", peer_port=40000,
+                      trace_id=client.trace_id, parent_span_id=client.span_id)
+    by_kind = {s.kind: s for s in _builder().build([server, client], 0)}
+    assert by_kind[SPAN_KIND_SERVER].trace_id == by_kind[SPAN_KIND_CLIENT].trace_id == client.trace_id
+    assert by_kind[SPAN_KIND_SERVER].parent_span_id == by_kind[SPAN_KIND_CLIENT].span_id == client.span_id
+    assert by_kind[SPAN_KIND_SERVER].span_id == server.span_id != client.span_id
 
 
-def test_server_span_becomes_child_of_matching_client_span_same_batch() -> None:
-    client, server = _call_pair()
-    spans = _builder().build([server, client], 0)  # type: ignore[list-item]
-    by_kind = {s.kind: s for s in spans}
-    assert set(by_kind) == {SPAN_KIND_CLIENT, SPAN_KIND_SERVER}
-    assert by_kind[SPAN_KIND_SERVER].trace_id == by_kind[SPAN_KIND_CLIENT].trace_id
-    assert by_kind[SPAN_KIND_SERVER].parent_span_id == by_kind[SPAN_KIND_CLIENT].span_id
+def test_traceparent_on_a_local_call_keeps_both_ends_in_its_trace() -> None:
+    """Both ends see the same header: both join its trace, the server stays the client's child."""
+    req = f"GET / HTTP/1.1\r\ntraceparent: 00-{TRACE}-{PARENT}-01\r\n\r\n".encode()
+    client = exchange(req, server=False)
+    server = exchange(req, server=True, trace_id=client.trace_id, parent_span_id=client.span_id)
+    by_kind = {s.kind: s for s in _builder().build([client, server], 0)}
+    assert {s.trace_id.hex() for s in by_kind.values()} == {TRACE}
+    assert by_kind[SPAN_KIND_CLIENT].parent_span_id.hex() == PARENT
+    assert by_kind[SPAN_KIND_SERVER].parent_span_id == client.span_id
 
 
-def test_local_server_span_waits_for_client_in_a_later_batch() -> None:
-    builder = _builder()
-    client, server = _call_pair()
-    assert builder.build([server], 0) == []  # type: ignore[list-item]
-    spans = builder.build([client], 0)  # type: ignore[list-item]
-    by_kind = {s.kind: s for s in spans}
-    assert by_kind[SPAN_KIND_SERVER].parent_span_id == by_kind[SPAN_KIND_CLIENT].span_id
-    assert builder.pending() == []
-
-
-def test_client_span_joins_the_trace_it_propagates() -> None:
-    client, server = _call_pair()
-    client = client._replace(request=f"GET / HTTP/1.1\r\ntraceparent: 00-{TRACE}-{PARENT}-01\r\n\r\n".encode())
-    spans = _builder().build([client, server], 0)  # type: ignore[list-item]
-    assert {s.trace_id.hex() for s in spans} == {TRACE}
-
-
-def test_server_outside_client_window_is_not_linked() -> None:
-    builder = _builder()
-    client, server = _call_pair(server_start=500_000)  # starts before the client did
-    spans = builder.build([client, server], 0)  # type: ignore[list-item]
-    assert len(spans) == 1 and spans[0].kind == SPAN_KIND_CLIENT
-    (held,) = builder.pending()
-    assert held.parent_span_id == b""
-    assert held.trace_id != spans[0].trace_id
-
-
-def test_other_tuple_is_not_linked() -> None:
-    client, server = _call_pair()
-    server = server._replace(peer_port=40001)
-    builder = _builder()
-    builder.build([client], 0)  # type: ignore[list-item]
-    assert builder.build([server], 0) == []  # type: ignore[list-item]
-    assert builder.pending()[0].parent_span_id == b""
-
-
-def test_unmatched_local_server_span_is_released_after_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = {"now": 100.0}
-    monkeypatch.setattr(httpmod.time, "monotonic", lambda: clock["now"])
-    builder = _builder()
-    _, server = _call_pair()
-    assert builder.build([server], 0) == []  # type: ignore[list-item]
-    clock["now"] += httpmod.LOCAL_MATCH_WAIT_NS / 1e9 / 2
-    assert builder.build([], 0) == []
-    clock["now"] += httpmod.LOCAL_MATCH_WAIT_NS / 1e9
-    (span,) = builder.build([], 0)
-    assert span.kind == SPAN_KIND_SERVER
-    assert span.parent_span_id == b""
-    assert builder.spans_built == 1
-
-
-def test_zero_wait_releases_on_next_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(httpmod, "LOCAL_MATCH_WAIT_NS", 0)
-    builder = _builder()
-    _, server = _call_pair()
-    assert builder.build([server], 0) == []  # type: ignore[list-item]
-    assert len(builder.build([], 0)) == 1
-
-
-def test_server_span_from_remote_peer_is_ready_at_once() -> None:
-    spans = _builder().build([exchange(peer_addr="192.0.2.10")], 0)
-    assert len(spans) == 1
-
-
-def test_configured_local_addresses_also_wait() -> None:
-    builder = _builder(local_addresses=frozenset({"10.0.0.2"}))
-    assert builder.build([exchange()], 0) == []
-    assert len(builder.pending()) == 1
+@pytest.mark.parametrize("ids", [
+    {"trace_id": bytes(16), "span_id": bytes(8)},  # the kernel drew none
+    {"trace_id": b"short", "span_id": b"\x01"},  # not from the kernel's layout
+])
+def test_exchange_without_kernel_ids_gets_fresh_ones(ids: dict[str, bytes]) -> None:
+    spans = _builder().build([exchange(**ids, parent_span_id=b"\x07" * 8) for _ in range(5)], 0)
+    assert len({s.span_id for s in spans}) == len({s.trace_id for s in spans}) == 5
+    for span in spans:
+        assert len(span.trace_id) == 16 and len(span.span_id) == 8 and span.span_id != bytes(8)
+        assert span.parent_span_id == b""  # a parent without the ids it came with means nothing
 
 
 # --- hostile input ---------------------------------------------------------------------------
@@ -355,7 +287,6 @@ _exchanges = st.builds(
 def test_build_never_raises_on_hostile_exchanges(batch: list[object]) -> None:
     builder = _builder()
     spans = builder.build(batch, 0)  # type: ignore[arg-type]
-    spans += builder.pending()
     failures = sum(builder.decode_errors.values())
     assert len(spans) <= len(batch)
     assert failures >= len(batch) - len(spans)  # every dropped exchange was counted

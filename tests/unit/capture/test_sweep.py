@@ -35,6 +35,8 @@ def state(cap: int = CAP, **fields: Any) -> bytes:
         "req_size": len(REQ), "resp_size": len(RESP), "pipe_start_ns": 0, "pipe_offset": 0,
         "local_addr": socket.inet_aton("127.0.0.1").ljust(16, b"\0"),
         "peer_addr": socket.inet_aton("127.0.0.2").ljust(16, b"\0"),
+        "trace_id": b"\x11" * 16, "span_id": b"\x22" * 8, "parent_span_id": b"\x33" * 8,
+        "next_trace_id": b"\x44" * 16, "next_span_id": b"\x55" * 8, "next_ns": 1, "next_sampled": 1, "_pad2": b"",
         "req": REQ, "resp": RESP,
     }
     values.update(fields)
@@ -56,6 +58,7 @@ def test_idle_finished_entry_becomes_a_decodable_record() -> None:
     assert (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port) == ("127.0.0.1", 8080, "127.0.0.2", 40000)
     assert ex.request == REQ and ex.response == RESP
     assert ex.end_ns == NOW - IDLE - 1
+    assert (ex.trace_id, ex.span_id, ex.parent_span_id) == (b"\x11" * 16, b"\x22" * 8, b"\x33" * 8)
     assert sweeper.emitted == 1
 
 

@@ -37,7 +37,8 @@ def record(cap: int = CAP, **fields: Any) -> bytes:
         "req_size": len(REQ), "resp_size": len(RESP),
         "local_addr": v4("10.0.0.1"), "peer_addr": v4("10.0.0.2"),
         "local_port": 8080, "peer_port": 50000, "req_len": len(REQ), "resp_len": len(RESP),
-        "sample_permille": 500, "_pad": b"", "req": REQ, "resp": RESP,
+        "sample_permille": 500, "_pad": b"", "trace_id": bytes(range(16)), "span_id": bytes(range(16, 24)),
+        "parent_span_id": bytes(8), "req": REQ, "resp": RESP,
     }
     values.update(fields)
     layout = http_exchange_layout(cap)
@@ -45,7 +46,7 @@ def record(cap: int = CAP, **fields: Any) -> bytes:
 
 
 def test_layout_size_matches_header_plus_payload() -> None:
-    assert STRUCT.size == 112 + 2 * CAP
+    assert STRUCT.size == 144 + 2 * CAP
 
 
 def test_decodes_every_field() -> None:
@@ -57,7 +58,13 @@ def test_decodes_every_field() -> None:
     assert (ex.local_addr, ex.local_port, ex.peer_addr, ex.peer_port) == ("10.0.0.1", 8080, "10.0.0.2", 50000)
     assert ex.request == REQ and ex.response == RESP  # trimmed to req_len/resp_len
     assert ex.sample_permille == 500
+    assert (ex.trace_id, ex.span_id, ex.parent_span_id) == (bytes(range(16)), bytes(range(16, 24)), b"")
     assert not dec.errors
+
+
+def test_a_local_clients_span_id_is_the_parent() -> None:
+    (ex,) = RecordDecoder(CAP).decode([record(parent_span_id=b"\x09" * 8)])
+    assert ex.parent_span_id == b"\x09" * 8
 
 
 def test_ipv6_addresses() -> None:
