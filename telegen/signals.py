@@ -33,7 +33,7 @@ class SpanRecord:
     kind: int
     start_ns: int  # Unix epoch nanoseconds
     end_ns: int
-    attributes: Attributes
+    attributes: Attributes  # may be shared with other spans (see base_attrs): replaced, never changed
     resource: Resource = ()
     status_code: int = STATUS_UNSET
     status_message: str = ""
@@ -43,7 +43,7 @@ class SpanRecord:
     # RED's attribute pairs, worked out once per span shape by the builder; whoever rewrites one
     # of those attributes afterwards (peer names) sets it to None so RED recomputes.
     metric_attrs: tuple[tuple[str, AttrValue], ...] | None = None
-    # The span shape's constant attributes, shared by every span of the shape: `attributes`
+    # Attributes shared by every span of one shape (often `attributes` itself): `attributes`
     # begins with exactly these pairs, in this order, so the OTLP encoder writes their bytes once
     # per shape. Whoever rewrites an attribute sets it to None, as for metric_attrs.
     base_attrs: Attributes | None = None

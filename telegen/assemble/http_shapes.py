@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegen.assemble.http_parse import (
@@ -35,6 +35,9 @@ SHAPE_CACHE_ENTRIES = 16384
 METRIC_ATTRS = ("http.request.method", "http.response.status_code", "http.route", "url.scheme",
                 "server.address", "server.port", "network.protocol.version", "error.type")
 MetricAttrs = tuple[tuple[str, AttrValue], ...]
+# What a span adds to its shape: (client port on a server span else -1, request body size,
+# response body size (-1: not from the byte counts), the TCP join's (connect seconds, retransmits)).
+VariantKey = tuple[int, int, int, "tuple[float | None, int] | None"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,6 +69,9 @@ class SpanShape:
     resp_head: int
     errors: tuple[str, ...]  # decode errors, counted once per exchange of this shape
     overflow_service: str  # service whose route cap this shape's exchanges overflow, else ""
+    # The shape's attributes completed with per-exchange values, by those values (VariantKey):
+    # spans of one keep-alive connection share one dict (built by HttpSpanBuilder, bounded).
+    variants: dict[VariantKey, Attributes] = field(default_factory=dict, compare=False)
 
 
 def _request_facts(raw: bytes) -> _RequestFacts:
@@ -141,11 +147,19 @@ class ShapeCache:
         response = ex.response if ex.flags & HTTP_FLAG_HAS_RESPONSE else b""
         key = (ex.request, response, server, ex.pid, ex.local_addr, ex.peer_addr,
                ex.local_port if server else ex.peer_port)
-        shape = self._shapes.get(key)
-        if shape is None:
-            if len(self._shapes) >= SHAPE_CACHE_ENTRIES:
-                self._shapes.clear()
-            shape = self._shapes[key] = self._shape(ex, server, bool(ex.flags & HTTP_FLAG_HAS_RESPONSE))
+        shape = self.known.get(key)
+        return shape if shape is not None else self.add(key, ex)
+
+    @property
+    def known(self) -> dict[ShapeKey, SpanShape | str]:
+        """The cache itself, for a batch loop that builds the key inline (as get() does) and
+        calls add() on a miss. Cleared when full, never replaced."""
+        return self._shapes
+
+    def add(self, key: ShapeKey, ex: HttpExchange) -> SpanShape | str:
+        if len(self._shapes) >= SHAPE_CACHE_ENTRIES:
+            self._shapes.clear()
+        shape = self._shapes[key] = self._shape(ex, key[2], bool(ex.flags & HTTP_FLAG_HAS_RESPONSE))
         return shape
 
     def _shape(self, ex: HttpExchange, server: bool, has_response: bool) -> SpanShape | str:

@@ -119,9 +119,9 @@ class Enricher:
             if res is None:
                 res = memo[key] = self.resource_for(span.pid, span.cgroup_id)
             span.resource = res if not span.resource else make_resource({**dict(res), **dict(span.resource)})
-            if self.peers is not None and self.peers.resolve(span.attributes):
+            if self.peers is not None and (renamed := self.peers.resolve(span.attributes)) is not None:
                 # server.address changed: RED and the encoder work the attributes out again
-                span.metric_attrs = span.base_attrs = None
+                span.attributes, span.metric_attrs, span.base_attrs = renamed, None, None
 
     def enrich_logs(self, logs: list[LogRecordItem]) -> None:
         memo: dict[tuple[int, int], Resource] = {}

@@ -37,10 +37,10 @@ class PeerResolver:
         got = self._memo[ip] = peer_name(self.store, ip)
         return got
 
-    def resolve(self, attrs: Attributes) -> bool:
-        """Rewrite server.address / client.address IPs to names; the IP stays in network.peer.address.
-        True when something was rewritten."""
-        changed = False
+    def resolve(self, attrs: Attributes) -> Attributes | None:
+        """server.address / client.address IPs rewritten to names (the IP stays in
+        network.peer.address), in a new dict: spans share theirs. None when nothing changed."""
+        out: Attributes | None = None
         for key in ("server.address", "client.address"):
             ip = attrs.get(key)
             if not isinstance(ip, str) or not ip or not (ip[0].isdigit() or ":" in ip):
@@ -48,8 +48,9 @@ class PeerResolver:
             got = self.lookup(ip)
             if got is None:
                 continue
-            attrs.setdefault("network.peer.address", ip)
-            attrs[key] = got[0]
-            attrs.setdefault(key.split(".")[0] + ".k8s.namespace.name", got[1])
-            changed = True
-        return changed
+            if out is None:
+                out = attrs.copy()
+            out.setdefault("network.peer.address", ip)
+            out[key] = got[0]
+            out.setdefault(key.split(".")[0] + ".k8s.namespace.name", got[1])
+        return out

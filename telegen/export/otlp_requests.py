@@ -101,13 +101,14 @@ def span_field(s: SpanRecord) -> bytes:
                  name, _KIND_TIMES(0x30, kind, 0x39, start, 0x41, end)]
     else:
         parts = _unusual_head(s, name)
-    base = s.base_attrs
+    base, attrs = s.base_attrs, s.attributes
     if base is None:
-        parts += _span_attrs.fields(s.attributes)
-    else:  # the shape's fields in one piece, then the few that differ per span
+        parts += _span_attrs.fields(attrs)
+    else:  # the shared fields in one piece, then the few that differ per span (usually none)
         _, joined, count = _base_fields(base)
         parts.append(joined)
-        parts += _span_attrs.tail_fields(s.attributes, count)
+        if base is not attrs:
+            parts += _span_attrs.tail_fields(attrs, count)
     code, message = s.status_code, s.status_message
     parts.append(_status_field(code, message) if code or message else _STATUS_UNSET)
     body = b"".join(parts)

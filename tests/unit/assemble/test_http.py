@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from telegen.assemble import http as httpmod
 from telegen.assemble.http import HttpSpanBuilder
 from telegen.assemble.routes import RouteResolver
 from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, STATUS_UNSET, SpanRecord
 
-from .factories import exchange
+from .factories import OK_RESPONSE, exchange
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -208,6 +209,24 @@ def test_each_span_has_its_own_ids() -> None:
     spans = _builder().build([exchange(peer_addr="10.9.9.9") for _ in range(20)], 0)
     assert len({s.span_id for s in spans}) == 20
     assert len({s.trace_id for s in spans}) == 20
+
+
+def test_spans_of_one_connection_share_one_attribute_dict() -> None:
+    """Same shape, same client port and sizes: one dict, which is also the encoder's base."""
+    builder = _builder()
+    spans = builder.build([exchange(peer_port=40000) for _ in range(3)] + [exchange(peer_port=40001)], 0)
+    assert spans[0].attributes is spans[1].attributes is spans[2].attributes is spans[0].base_attrs
+    assert spans[3].attributes is not spans[0].attributes
+    assert (spans[0].attributes["client.port"], spans[3].attributes["client.port"]) == (40000, 40001)
+    bigger = builder.build([exchange(peer_port=40000, resp_size=len(OK_RESPONSE) + 10)], 0)[0]
+    assert bigger.attributes["http.response.body.size"] == 12 and spans[0].attributes["http.response.body.size"] == 2
+
+
+def test_attribute_variants_per_shape_are_bounded() -> None:
+    builder = _builder()
+    builder.build([exchange(peer_port=p) for p in range(1, httpmod.VARIANTS_PER_SHAPE + 50)], 0)
+    (shape,) = {id(s): s for s in builder.shapes.known.values() if not isinstance(s, str)}.values()
+    assert 0 < len(shape.variants) <= httpmod.VARIANTS_PER_SHAPE
 
 
 def test_spans_carry_the_kernels_ids() -> None:

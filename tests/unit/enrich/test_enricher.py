@@ -181,8 +181,12 @@ def test_enrich_spans_and_peers() -> None:
              span(**{"server.address": "10.1.0.7"}), span(**{"server.address": "example.com"}),
              span(**{"server.address": "10.9.9.9"})]
     for s in spans:  # as the builder leaves them: shape attributes shared with RED and the encoder
-        s.base_attrs, s.metric_attrs = dict(s.attributes), (("server.address", s.attributes["server.address"]),)
+        s.base_attrs, s.metric_attrs = s.attributes, (("server.address", s.attributes["server.address"]),)
+    shared = spans[0].attributes
+    twin = span(**{"server.address": "10.96.0.42"})
+    twin.attributes = twin.base_attrs = shared  # another span of the same shape: the same dict
     e.enrich_spans(spans)
+    assert shared["server.address"] == "10.96.0.42" and twin.attributes is shared  # renamed in a copy
     # a rewritten server.address makes the shape's precomputed attributes stale: both are dropped
     assert spans[0].base_attrs is None and spans[0].metric_attrs is None
     assert spans[2].base_attrs is not None and spans[2].metric_attrs is not None

@@ -67,7 +67,8 @@ def test_trace_request_equals_the_generated_encoder(spans: list[SpanRecord]) -> 
 @st.composite
 def shaped_span_batches(draw: st.DrawFn) -> list[SpanRecord]:
     """Spans as the HTTP builder makes them: shared base_attrs dicts that each span's attributes
-    begin with, then per-span keys (peer port, sizes) that the base does not have."""
+    begin with, then per-span keys (peer port, sizes) that the base does not have; or the shared
+    dict as the span's attributes itself."""
     bases = draw(st.lists(attributes, min_size=1, max_size=3))
     spans = []
     for _ in range(draw(st.integers(0, 10))):
@@ -76,7 +77,7 @@ def shaped_span_batches(draw: st.DrawFn) -> list[SpanRecord]:
         spans.append(SpanRecord(
             trace_id=draw(ids), span_id=draw(ids), parent_span_id=draw(st.one_of(st.just(b""), ids)),
             name=draw(st.text(max_size=20)), kind=draw(kinds), start_ns=draw(times), end_ns=draw(times),
-            attributes={**base, **extra}, resource=RESOURCE, base_attrs=base))
+            attributes=base if draw(st.booleans()) else {**base, **extra}, resource=RESOURCE, base_attrs=base))
     return spans
 
 
