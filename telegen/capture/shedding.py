@@ -3,7 +3,8 @@
 No per-request Python work keeps up with a saturated node, so the agent's CPU (the whole
 process: capture, processing, export) is measured each period and the kernel's shed rate
 (permille of exchanges not emitted) moves to hold it under the budget: multiplicative
-increase when over, a decrease proportional to the room left when under. Counts stay exact
+increase when over (for two periods, or by a quarter at once), a decrease proportional to the
+room left when under. Counts stay exact
 in kernel counters and RED histograms are weighted by the rate.
 
 The budget shrinks while the node has (almost) no idle CPU: then every cycle the agent
@@ -24,6 +25,10 @@ SATURATED_IDLE = 0.25
 # at 65 % of its budget, shedding spans it had the CPU for.)
 HOLD_SHARE = 0.9
 RECOVER_TARGET = 0.95
+# Periodic work (the metrics export every 15 s, a sweep, a collection) lifts one period's CPU
+# a little: that alone sheds nothing. Over the budget means the last two periods' mean is over
+# it, or this period is over it by this factor (load arriving: shed at once).
+SPIKE_FACTOR = 1.25
 
 
 class NodeCpu:
@@ -60,6 +65,7 @@ class ShedController:
                                     else budget_cores)
         self.shed_permille = 0
         self.saturated = False
+        self._last_used = 0.0
 
     def update(self, cpu_seconds: float, wall_seconds: float, node_idle: float | None = None) -> int:
         if wall_seconds <= 0:
@@ -68,7 +74,9 @@ class ShedController:
         budget = self.saturated_budget if self.saturated else self.budget
         used = cpu_seconds / wall_seconds
         keep = 1000 - self.shed_permille
-        if used > budget:
+        sustained = (used + self._last_used) / 2
+        self._last_used = used
+        if used > budget and (sustained > budget or used > SPIKE_FACTOR * budget):
             # scale the kept share by how far over budget we are, at least 10 % less
             keep = int(keep * min(0.9, budget / used))
         elif used < HOLD_SHARE * budget and self.shed_permille:

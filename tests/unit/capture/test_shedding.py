@@ -24,7 +24,17 @@ def test_over_budget_sheds_more_each_period() -> None:
 
 def test_slightly_over_budget_sheds_at_least_ten_percent() -> None:
     c = ShedController(1.0)
+    c.update(1.01, 1.0)
     assert c.update(1.01, 1.0) == 100
+
+
+def test_one_period_a_little_over_budget_sheds_nothing() -> None:
+    """The metrics export every 15 s lifts one period's CPU: no spans are shed for it."""
+    c = ShedController(0.25)
+    seen = [c.update(cpu, 1.0) for cpu in (0.2, 0.2, 0.29, 0.2, 0.2, 0.29, 0.2)]
+    assert seen == [0] * 7
+    assert c.update(0.27, 1.0) == 0 and c.update(0.27, 1.0) > 0  # sustained: shed
+    assert ShedController(0.25).update(0.32, 1.0) > 0  # a quarter over at once: shed now
 
 
 def test_recovers_to_zero_when_under_budget() -> None:
