@@ -26,6 +26,7 @@ from telegen import config as config_mod  # noqa: E402
 from telegen.assemble.http import HttpSpanBuilder  # noqa: E402
 from telegen.assemble.red import RedMetrics  # noqa: E402
 from telegen.assemble.routes import RouteResolver  # noqa: E402
+from telegen.assemble.span_groups import SpanGroups  # noqa: E402
 from telegen.assemble.tcp import ConnectionIndex  # noqa: E402
 from telegen.assemble.topology import Topology  # noqa: E402
 from telegen.capture.layouts import (  # noqa: E402
@@ -107,9 +108,10 @@ def main() -> int:
         t2 = clock()
         discovery.enricher.enrich_spans(spans)
         t3 = clock()
-        red.observe(spans)
+        groups = SpanGroups(spans)  # as the processing worker does: once for both
+        red.observe_groups(groups)
         t4 = clock()
-        topology.observe_spans(spans)
+        topology.observe_groups(groups)
         t5 = clock()
         encoded = otlp_encode.encode_spans(spans)
         payload = encoded if isinstance(encoded, bytes) else encoded.SerializeToString()

@@ -81,7 +81,7 @@ class Agent:
             self.records, RecordDecoder(ebpf.capture_bytes), self.builder, self.red,
             self.discovery.enricher.enrich_spans, self.export.submit_spans,
             self.capture.set_shed if self.capture else None, ebpf.cpu_budget, ebpf.cpu_budget_saturated)
-        self.processing.span_observers.append(self.topology.observe_spans)
+        self.processing.span_observers.append(self.topology.observe_groups)
         self._build_tcp(cfg)
         self.api = ApiServer(self, cfg.self_telemetry)
         self.registry.register(SelfCollector(self._self_metrics))

@@ -15,6 +15,7 @@ from typing import Any
 
 from telegen.assemble.http import HttpSpanBuilder
 from telegen.assemble.red import RedMetrics
+from telegen.assemble.span_groups import SpanGroups
 from telegen.capture.shedding import NodeCpu, ShedController
 from telegen.clock import MonotonicToWall
 from telegen.decode.records import RecordDecoder
@@ -47,8 +48,8 @@ class ProcessingWorker(QueueWorker):
         self.budget_armed = threading.Event()
         self.clock = MonotonicToWall()
         self.spans_collected = 0
-        # Called with each enriched batch (e.g. the service map); errors are the observer's own.
-        self.span_observers: list[Callable[[list[SpanRecord]], None]] = []
+        # Called with each enriched batch, grouped (e.g. the service map); errors are the observer's own.
+        self.span_observers: list[Callable[[SpanGroups], None]] = []
         self.errors: collections.Counter[str] = collections.Counter()
         self.error = ""
 
@@ -90,9 +91,10 @@ class ProcessingWorker(QueueWorker):
         if not spans:
             return
         self._enrich(spans)
-        self.red.observe(spans)
+        groups = SpanGroups(spans)  # once for RED and every observer
+        self.red.observe_groups(groups)
         for observe in self.span_observers:
-            observe(spans)
+            observe(groups)
         self.spans_collected += len(spans)
         self._submit(spans)
 

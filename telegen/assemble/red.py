@@ -13,7 +13,7 @@ import time
 from typing import Any, TypeVar
 
 from telegen.assemble.http_shapes import METRIC_ATTRS, MetricAttrs
-from telegen.assemble.span_groups import by_shape
+from telegen.assemble.span_groups import SpanGroups
 from telegen.signals import (
     SPAN_KIND_SERVER,
     HistogramPoint,
@@ -33,10 +33,6 @@ _INSTRUMENTS = {
     "request.body.size": ("Size of HTTP {kind} request bodies.", "By", SIZE_BUCKETS, "http.request.body.size"),
     "response.body.size": ("Size of HTTP {kind} response bodies.", "By", SIZE_BUCKETS, "http.response.body.size"),
 }
-
-
-def _metric_attrs(span: SpanRecord) -> object | None:
-    return span.metric_attrs
 
 
 class _Hist:
@@ -92,11 +88,14 @@ class RedMetrics:
         self.series_overflow = 0
 
     def observe(self, spans: list[SpanRecord]) -> None:
+        self.observe_groups(SpanGroups(spans))
+
+    def observe_groups(self, groups: SpanGroups) -> None:
         with self._lock:
             # one series lookup per group of spans, instead of hashing ~15-pair tuples per span
-            groups = by_shape(spans, _metric_attrs)
             resource_ids: dict[int, int] = {}
-            for (resource_key, _, kind), group in groups.items():
+            for key, group in groups.items():
+                resource_key, _, kind = key
                 first = group[0]
                 rid = resource_ids.get(resource_key)
                 if rid is None:
@@ -110,7 +109,7 @@ class RedMetrics:
                 if entry is None:  # a new resource, attribute set or series past the cap
                     self.series_overflow += len(group)
                     continue
-                self._add(entry, group)
+                self._add(entry, group, groups.durations(key))
 
     def _entry(self, key: _SeriesKey) -> _Series | None:
         entry = self._series.get(key)
@@ -121,9 +120,9 @@ class RedMetrics:
         return entry
 
     @staticmethod
-    def _add(entry: _Series, group: list[SpanRecord]) -> None:
+    def _add(entry: _Series, group: list[SpanRecord], durations: list[float]) -> None:
         weights = [span.sample_weight for span in group]
-        entry.duration.add_all(DURATION_BUCKETS, [max(0, s.end_ns - s.start_ns) / 1e9 for s in group], weights)
+        entry.duration.add_all(DURATION_BUCKETS, durations, weights)
         for attr, hist in (("http.request.body.size", entry.request_size),
                            ("http.response.body.size", entry.response_size)):
             sizes = [span.attributes.get(attr) for span in group]

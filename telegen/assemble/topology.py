@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegen.assemble.span_groups import by_shape
+from telegen.assemble.span_groups import SpanGroups
 from telegen.decode.tcp_records import TcpConnection
 from telegen.signals import SPAN_KIND_SERVER, STATUS_ERROR, Resource, SpanRecord
 
@@ -73,10 +73,6 @@ class _Agg:
             values = values[room:]
         for ms in values:
             self.duration(ms)
-
-
-def _base_attrs(span: SpanRecord) -> object | None:
-    return span.base_attrs
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -152,14 +148,17 @@ class Topology:
                     agg.errors += 1 if conn.failure else 0
 
     def observe_spans(self, spans: Iterable[SpanRecord]) -> None:
+        self.observe_groups(SpanGroups(spans))
+
+    def observe_groups(self, groups: SpanGroups) -> None:
         with self._lock:
-            # Per batch: spans share resource objects and span shapes, and one shape (base_attrs)
-            # fixes the edge (peer, server port, and a client's peer port), so each group of
-            # spans is resolved once and only bumps counters.
-            groups = by_shape(spans, _base_attrs)
+            # Per batch: spans share resource objects and span shapes, and one shape fixes the
+            # edge (peer, server port, and a client's peer port), so each group of spans is
+            # resolved once and only bumps counters.
             nodes: dict[int, str | None] = {}
             edges: dict[tuple[str, bool, str, int, int], _Agg | None] = {}
-            for (resource_key, _, kind), group in groups.items():
+            for key, group in groups.items():
+                resource_key, _, kind = key
                 first = group[0]
                 me = nodes.get(resource_key, "")
                 if me == "":
@@ -181,7 +180,7 @@ class Topology:
                     continue
                 agg.requests += len(group)
                 agg.errors += sum(1 for span in group if span.status_code == STATUS_ERROR)
-                agg.durations_of([max(0, span.end_ns - span.start_ns) / 1e6 for span in group])
+                agg.durations_of([seconds * 1e3 for seconds in groups.durations(key)])
 
     def _span_edge(self, me: str, server: bool, peer: str, peer_port: int, server_port: int) -> _Agg | None:
         if server:
