@@ -163,14 +163,14 @@ class ExportStage:
             if worker.is_alive():
                 self.queues[signal].wait_settled(marks[signal], deadline)
         self._stop.set()
+        if isinstance(self.client, OtlpSender):
+            self.client.close()  # cancels a call still in flight past the grace period
         for worker in self.workers.values():
             worker.kick()
             worker.join(max(1.0, deadline - time.monotonic()))
         for queue in self.queues.values():
             if dropped := queue.drop_queued("shutdown"):
                 log.warning("shutdown dropped %d queued %s", dropped, queue.signal)
-        if isinstance(self.client, OtlpSender):
-            self.client.close()
 
     drain = stop
 

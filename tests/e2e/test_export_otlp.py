@@ -180,6 +180,22 @@ def test_slow_answer_past_deadline_is_retried(rx: OtlpReceiver) -> None:
         stage.stop(2)
 
 
+def test_shutdown_cancels_a_call_in_flight(rx: OtlpReceiver) -> None:
+    """A collector that does not answer does not hold shutdown past its grace period."""
+    rx.set_fault(Fault.slow(20), times=1, signal="traces")
+    stage = _stage(rx, timeout=30)
+    stage.submit_spans(make_spans(3))
+    deadline = time.monotonic() + 5
+    while not rx.calls_for("traces") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rx.calls_for("traces"), "the call never reached the collector"
+    t0 = time.monotonic()
+    stage.stop(0.5)
+    assert time.monotonic() - t0 < 3
+    c = assert_law(stage)["traces"]
+    assert c["exported"] == 0 and c["dropped_by_reason"]["shutdown"] == 3 and c["in_flight"] == 0
+
+
 def test_refused_then_back_delivers_everything_queued(rx: OtlpReceiver) -> None:
     rx.stop()
     stage = _stage(rx, retry=replace(FAST_RETRY, max_elapsed=30))
