@@ -215,37 +215,19 @@ static __always_inline void emit(struct http_conn_state *st, __u8 why, __u64 key
     count(CNT_HTTP_EMITTED);
 }
 
-/* The shedding draw, in [0, 1000). Both ends of a call on this node draw alike: it hashes the
- * connection symmetrically (port pair in order, addresses XORed) with the ~1 ms period the
- * request starts in, so a kept exchange usually keeps its client and its server span, and the
- * trace stays whole (a server span whose client was shed would wait for it, then go out alone).
- * Apart from that pairing the draw behaves as a uniform random number per exchange. */
-static __always_inline __u32 shed_draw(const struct http_conn_state *st, __u64 now)
+static __always_inline void draw_span_id(__u8 *span_id)
 {
-    __u32 a = st->local_port, b = st->peer_port, w0 = 0, w1 = 0, v0 = 0, v1 = 0;
-    __u64 h;
+    __u32 r[2] = {bpf_get_prandom_u32(), bpf_get_prandom_u32() | 1}; /* never all zero */
 
-    __builtin_memcpy(&w0, st->local_addr, 4);
-    __builtin_memcpy(&w1, st->local_addr + 12, 4);
-    __builtin_memcpy(&v0, st->peer_addr, 4);
-    __builtin_memcpy(&v1, st->peer_addr + 12, 4);
-    h = ((__u64)(a < b ? a : b) << 16 | (a < b ? b : a)) ^ ((__u64)(w0 ^ w1 ^ v0 ^ v1) << 32);
-    h ^= (now >> 20) * 0x9E3779B97F4A7C15ULL;
-    h ^= h >> 33; /* splitmix/murmur finaliser: every input bit moves the result */
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return (__u32)(h % 1000);
+    __builtin_memcpy(span_id, r, 8);
 }
 
 static __always_inline void draw_ids(__u8 *trace_id, __u8 *span_id)
 {
-    __u32 r[6] = {bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32(),
-                  bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32() | 1}; /* never all zero */
+    __u32 r[4] = {bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32()};
 
     __builtin_memcpy(trace_id, r, 16);
-    __builtin_memcpy(span_id, &r[4], 8);
+    draw_span_id(span_id);
 }
 
 static __always_inline int same_call(const struct http_conn_state *client, const struct http_conn_state *server)
@@ -261,11 +243,12 @@ static __always_inline int same_call(const struct http_conn_state *client, const
 /* Trace context for a new exchange, in the kernel, so user space never matches spans:
  *  - a client draws its trace and span id (or takes the ones its server drew first, below);
  *  - a server whose peer is a client on this node (same 4-tuple, seen from the other end)
- *    becomes that client call's child and follows its sampling decision, so a kept server span
- *    always has its parent. When the server reads the request before the client's write
- *    returned (both on different CPUs), the client's exchange has not started yet: the server
- *    draws the client's ids and leaves them in the client's entry for it to take.
- * Only kept exchanges draw ids; a shed server does not look for its client at all. */
+ *    becomes that client call's child and takes its sampling decision instead of drawing one,
+ *    so a kept server span always has its parent and each end is kept with the same chance
+ *    (RED weights stay exact). When the server reads the request before the client's write
+ *    returned (on another CPU), the client's exchange has not started yet: the server's draw
+ *    decides for both, and it leaves the client's ids in the client's entry for it to take.
+ * Only kept exchanges draw ids. */
 static __always_inline void link_call(struct http_conn_state *st, __u64 now)
 {
     __builtin_memset(st->parent_span_id, 0, 8);
@@ -280,27 +263,32 @@ static __always_inline void link_call(struct http_conn_state *st, __u64 now)
         st->next_ns = 0;
         return;
     }
-    if (!st->sampled)
-        return;
-    draw_ids(st->trace_id, st->span_id);
     struct conn_tuple t = {.client_port = st->peer_port, .server_port = st->local_port};
     __builtin_memcpy(t.client_addr, st->peer_addr, 16);
     __builtin_memcpy(t.server_addr, st->local_addr, 16);
     __u64 *client_key = http_client_socks.lookup(&t);
     struct http_conn_state *client = client_key ? http_conns.lookup(client_key) : 0;
-    if (!client || !same_call(client, st))
+    if (!client || !same_call(client, st)) {
+        if (st->sampled)
+            draw_ids(st->trace_id, st->span_id);
         return;
+    }
     if (client->state == ST_REQUEST && client->start_ns <= now) {
         st->sampled = client->sampled;
+        if (!st->sampled)
+            return;
         __builtin_memcpy(st->trace_id, client->trace_id, 16);
         __builtin_memcpy(st->parent_span_id, client->span_id, 8);
     } else {
-        draw_ids(client->next_trace_id, client->next_span_id);
-        client->next_sampled = 1;
+        client->next_sampled = st->sampled;
         client->next_ns = now;
+        if (!st->sampled)
+            return;
+        draw_ids(client->next_trace_id, client->next_span_id);
         __builtin_memcpy(st->trace_id, client->next_trace_id, 16);
         __builtin_memcpy(st->parent_span_id, client->next_span_id, 8);
     }
+    draw_span_id(st->span_id);
 }
 
 /* A new exchange begins; the caller captures its bytes when st->sampled. */
@@ -324,7 +312,9 @@ static __always_inline void start_request(struct http_conn_state *st, __u64 len,
     st->tid = (__u32)bpf_get_current_pid_tgid();
     st->cgroup_id = bpf_get_current_cgroup_id();
     st->sample_permille = rate > 1000 ? 1000 : rate;
-    st->sampled = rate >= 1000 || shed_draw(st, now) < rate; /* shed: sizes and times only */
+    /* Shed: sizes and times only. Each end draws alone; a server on this node then follows its
+     * client's draw (link_call), so a kept server span always has its parent. */
+    st->sampled = rate >= 1000 || bpf_get_prandom_u32() % 1000 < rate;
     link_call(st, now);
 }
 

@@ -242,10 +242,14 @@ def test_partial_shedding_keeps_whole_captures(capture: Capture) -> None:
     for ex in got:
         assert ex.request.endswith(b"Host: x\r\n\r\n"), ex.request
         assert ex.response.endswith(b"hello") and parse_response(ex.response).status == 200
-    # a server follows its local client's decision: no kept server span lacks its parent
-    for ends in _calls(got).values():
-        if 1 in ends:
-            assert 2 in ends and ends[1].parent_span_id == ends[2].span_id
+    # A server follows its local client's draw: a kept server span's parent was kept too. (A
+    # server that read the connection's first request before the client's write returned found
+    # no client yet: it drew alone and is a root span, never a child of a shed one.)
+    calls = _calls(got)
+    linked = [ends for ends in calls.values() if 1 in ends and ends[1].parent_span_id]
+    assert len(linked) >= sum(1 for ends in calls.values() if 1 in ends) - 1
+    for ends in linked:
+        assert 2 in ends and ends[1].parent_span_id == ends[2].span_id
 
 
 def test_pipelined_pair_is_split_into_two_exchanges(capture: Capture) -> None:

@@ -86,13 +86,14 @@ def test_tiny_budget_sheds_but_counts_every_exchange(tight_agent: RunningAgent, 
 
 
 def _kept_calls_stay_whole(receiver: OtlpReceiver, since_ns: int) -> None:
-    """Both ends of a local call draw alike in the kernel: a kept server span has its client."""
-    time.sleep(3.0)  # the last batches and any server spans still waiting for a client
+    """A server on this node takes its client's draw in the kernel: a kept server span has its client."""
+    time.sleep(3.0)  # the last batches
     shed = [r.span for r in list(receiver.spans) if r.span.start_time_unix_nano > since_ns
             and str(attrs_dict(r.span.attributes).get("url.path", "")).startswith("/shed/")]
     clients = {s.span_id for s in shed if s.kind == SPAN_KIND_CLIENT}
     servers = [s for s in shed if s.kind == SPAN_KIND_SERVER]
     assert len(clients) >= 10 and len(servers) >= 10, f"{len(clients)} client, {len(servers)} server spans kept"
     whole = sum(1 for s in servers if s.parent_span_id in clients)
-    # independent draws would pair about the kept share (often under 10 % here)
+    # independent draws would pair about the kept share (often under 10 % here); a connection's
+    # first request may find no client yet (docs/capture.md)
     assert whole >= 0.8 * len(servers), f"{whole} of {len(servers)} kept server spans have their client"
