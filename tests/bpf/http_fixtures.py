@@ -75,3 +75,11 @@ def ok_handler(body: bytes = b"hello") -> Callable[[socket.socket], None]:
 
 def roles(exchanges: list[HttpExchange]) -> list[int]:
     return sorted(e.role for e in exchanges)
+
+
+def keepalive_gets(host: str, port: int, path: str, count: int) -> None:
+    """`count` GETs of `path`/0, `path`/1, ... on one keep-alive connection to an ok_handler()."""
+    with socket.create_connection((host, port)) as c:
+        for i in range(count):
+            c.sendall(f"GET {path}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert c.recv(4096).endswith(b"hello")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from telegen.capture.probes import HTTP_PROBES, RAW_REASON
-from tests.bpf.http_fixtures import Capture, ok_handler, serve
+from tests.bpf.http_fixtures import Capture, keepalive_gets, ok_handler, serve
 from tests.conftest import have_bcc, have_root, require
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root]
@@ -105,10 +105,7 @@ def test_forced_per_syscall_tracepoints_still_capture() -> None:
         assert {p["reason"] for p in attached} == {"tracepoint forced by configuration"}
         marker = uuid.uuid4().hex
         host, port = serve(ok_handler())
-        with socket.create_connection((host, port)) as c:
-            for i in range(2):
-                c.sendall(f"GET /tp/{marker}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                assert c.recv(4096).endswith(b"hello")
+        keepalive_gets(host, port, f"/tp/{marker}", 2)
         got = cap.wait(marker, 4)
         assert sorted(e.role for e in got) == [1, 1, 2, 2]
         assert all(e.pid == os.getpid() for e in got)

@@ -16,7 +16,7 @@ import pytest
 from telegen.assemble.http_parse import parse_request, parse_response
 from telegen.capture.probes import HTTP_PROBES, AttachType
 from telegen.decode.records import HttpExchange
-from tests.bpf.http_fixtures import Capture, ok_handler, read_request, roles, serve
+from tests.bpf.http_fixtures import Capture, keepalive_gets, ok_handler, read_request, roles, serve
 from tests.conftest import have_bcc, have_root
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root]
@@ -37,10 +37,7 @@ def capture() -> Iterator[Capture]:
 def test_keepalive_exchanges_both_sides(capture: Capture) -> None:
     marker = uuid.uuid4().hex
     host, port = serve(ok_handler())
-    with socket.create_connection((host, port)) as c:
-        for i in range(3):
-            c.sendall(f"GET /ka/{marker}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert c.recv(4096).endswith(b"hello")
+    keepalive_gets(host, port, f"/ka/{marker}", 3)
     got = capture.wait(marker, 6)
     assert roles(got) == [1, 1, 1, 2, 2, 2]
     for ex in got:
@@ -68,14 +65,9 @@ def test_kernel_links_the_server_end_of_a_local_call_to_its_client(capture: Capt
     its client's trace id, and the client's span id as its parent; ids are unique."""
     marker = uuid.uuid4().hex
     host, port = serve(ok_handler())
-    with socket.create_connection((host, port)) as c:
-        for i in range(40):
-            c.sendall(f"GET /link/{marker}/ka{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert c.recv(4096).endswith(b"hello")
+    keepalive_gets(host, port, f"/link/{marker}/ka", 40)
     for i in range(10):
-        with socket.create_connection((host, port)) as c:
-            c.sendall(f"GET /link/{marker}/fresh{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert c.recv(4096).endswith(b"hello")
+        keepalive_gets(host, port, f"/link/{marker}/fresh{i}", 1)  # a fresh connection each
     got = capture.wait(marker, 100)
     calls = _calls(got)
     assert len(calls) == 50 and all(set(ends) == {1, 2} for ends in calls.values()), len(got)
@@ -229,10 +221,7 @@ def test_partial_shedding_keeps_whole_captures(capture: Capture) -> None:
     capture.stage.set_shed(500)
     try:
         host, port = serve(ok_handler())
-        with socket.create_connection((host, port)) as c:
-            for i in range(60):
-                c.sendall(f"GET /half/{marker}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                assert c.recv(4096).endswith(b"hello")
+        keepalive_gets(host, port, f"/half/{marker}", 60)
         capture.wait(marker, 120, timeout=1.5)
     finally:
         capture.stage.set_shed(0)
