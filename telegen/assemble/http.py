@@ -55,7 +55,7 @@ class HttpSpanBuilder:
              peer_addr, local_port, peer_port, request, response, permille, trace_id, span_id, parent) = ex
             server = role == ROLE_SERVER
             key = (request, response if flags & HTTP_FLAG_HAS_RESPONSE else b"", server, pid, local_addr, peer_addr,
-                   local_port if server else peer_port)  # ShapeCache.get's key
+                   local_port if server else peer_port)  # ShapeKey
             shape = known.get(key)
             if shape is None:
                 shape = shapes.add(key, ex)

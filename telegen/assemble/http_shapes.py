@@ -24,7 +24,7 @@ from telegen.assemble.http_parse import (
     parse_response,
 )
 from telegen.assemble.routes import OVERFLOW_ROUTE, RouteResolver
-from telegen.capture.layouts import HTTP_FLAG_HAS_RESPONSE, ROLE_SERVER
+from telegen.capture.layouts import HTTP_FLAG_HAS_RESPONSE
 from telegen.decode.records import HttpExchange
 from telegen.signals import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, STATUS_UNSET, Attributes, AttrValue
 
@@ -128,7 +128,8 @@ def _declared(headers: dict[str, str], errors: list[str]) -> int | None:
         return None
 
 
-# (request, response or b"", is server, pid, local addr, peer addr, server-side port)
+# (request, response or b"" when HTTP_FLAG_HAS_RESPONSE is not set, is server, pid, local addr,
+# peer addr, server-side port: the local port of a server, the peer port of a client)
 ShapeKey = tuple[bytes, bytes, bool, int, str, str, int]
 
 
@@ -142,18 +143,10 @@ class ShapeCache:
         self._requests: dict[bytes, _RequestFacts | str] = {}
         self._responses: dict[bytes, ResponseHead | str] = {}
 
-    def get(self, ex: HttpExchange) -> SpanShape | str:
-        server = ex.role == ROLE_SERVER
-        response = ex.response if ex.flags & HTTP_FLAG_HAS_RESPONSE else b""
-        key = (ex.request, response, server, ex.pid, ex.local_addr, ex.peer_addr,
-               ex.local_port if server else ex.peer_port)
-        shape = self.known.get(key)
-        return shape if shape is not None else self.add(key, ex)
-
     @property
     def known(self) -> dict[ShapeKey, SpanShape | str]:
-        """The cache itself, for a batch loop that builds the key inline (as get() does) and
-        calls add() on a miss. Cleared when full, never replaced."""
+        """The cache itself: the builder's batch loop looks each exchange up with a key it builds
+        inline (ShapeKey) and calls add() on a miss. Cleared when full, never replaced."""
         return self._shapes
 
     def add(self, key: ShapeKey, ex: HttpExchange) -> SpanShape | str:
