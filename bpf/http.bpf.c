@@ -37,10 +37,6 @@
 #define OP_CONNECT 9
 #define OP_CLOSE 10 /* raw dispatch only: close is handled at entry */
 
-/* A client takes ids its server drew for it only this soon after (the client's write returns
- * microseconds after the server's read); older ones belonged to a request it never sent. */
-#define RENDEZVOUS_NS 20000000ULL
-
 #define MAX_IOV_SEGS 4 /* vectored I/O: the capture comes from the first four iovecs at most */
 
 struct syscall_args {
@@ -249,11 +245,13 @@ static __always_inline int same_call(const struct http_conn_state *client, const
  *    returned (on another CPU), the client's exchange has not started yet: the server's draw
  *    decides for both, and it leaves the client's ids in the client's entry for it to take.
  * Only kept exchanges draw ids. */
-static __always_inline void link_call(struct http_conn_state *st, __u64 now)
+static __always_inline void link_call(struct http_conn_state *st, __u64 now, __u64 prev_end)
 {
     __builtin_memset(st->parent_span_id, 0, 8);
     if (st->role == ROLE_CLIENT) {
-        if (st->next_ns && now - st->next_ns < RENDEZVOUS_NS) {
+        /* Ids left before the previous exchange ended were for a request this client never
+         * started (its write failed): a request is written only after the last answer. */
+        if (st->next_ns && st->next_ns >= prev_end) {
             __builtin_memcpy(st->trace_id, st->next_trace_id, 16);
             __builtin_memcpy(st->span_id, st->next_span_id, 8);
             st->sampled = st->next_sampled;
@@ -294,6 +292,7 @@ static __always_inline void link_call(struct http_conn_state *st, __u64 now)
 /* A new exchange begins; the caller captures its bytes when st->sampled. */
 static __always_inline void start_request(struct http_conn_state *st, __u64 len, __u64 now)
 {
+    __u64 prev_end = st->end_ns; /* the previous exchange's: see link_call */
     __u32 zero = 0;
     __u32 *shed = http_shed.lookup(&zero);
     __u32 rate = shed && *shed < 1000 ? 1000 - *shed : (shed ? 0 : 1000);
@@ -315,7 +314,7 @@ static __always_inline void start_request(struct http_conn_state *st, __u64 len,
     /* Shed: sizes and times only. Each end draws alone; a server on this node then follows its
      * client's draw (link_call), so a kept server span always has its parent. */
     st->sampled = rate >= 1000 || bpf_get_prandom_u32() % 1000 < rate;
-    link_call(st, now);
+    link_call(st, now, prev_end);
 }
 
 /* Create the pairing entry for a socket that is starting an HTTP request. */
