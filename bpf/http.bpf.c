@@ -74,6 +74,16 @@ struct conn_tuple {
     __u32 _pad;
 };
 BPF_TABLE("lru_hash", struct conn_tuple, __u64, http_client_socks, MAX_CONNS);
+
+static __always_inline void call_tuple(struct conn_tuple *t, const __u8 *client_addr, __u16 client_port,
+                                       const __u8 *server_addr, __u16 server_port)
+{
+    __builtin_memset(t, 0, sizeof(*t)); /* the padding is part of the hashed key */
+    __builtin_memcpy(t->client_addr, client_addr, 16);
+    __builtin_memcpy(t->server_addr, server_addr, 16);
+    t->client_port = client_port;
+    t->server_port = server_port;
+}
 BPF_PERCPU_ARRAY(http_scratch, struct http_conn_state, 1);
 struct capture_buf {
     __u8 b[CAPTURE_BYTES];
@@ -261,9 +271,8 @@ static __always_inline void link_call(struct http_conn_state *st, __u64 now, __u
         st->next_ns = 0;
         return;
     }
-    struct conn_tuple t = {.client_port = st->peer_port, .server_port = st->local_port};
-    __builtin_memcpy(t.client_addr, st->peer_addr, 16);
-    __builtin_memcpy(t.server_addr, st->local_addr, 16);
+    struct conn_tuple t;
+    call_tuple(&t, st->peer_addr, st->peer_port, st->local_addr, st->local_port);
     __u64 *client_key = http_client_socks.lookup(&t);
     struct http_conn_state *client = client_key ? http_conns.lookup(client_key) : 0;
     if (!client || !same_call(client, st)) {
@@ -347,9 +356,8 @@ static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 d
     }
     http_sock_conn.update(&sk_key, &key);
     if (st->role == ROLE_CLIENT) {
-        struct conn_tuple t = {.client_port = st->local_port, .server_port = st->peer_port};
-        __builtin_memcpy(t.client_addr, st->local_addr, 16);
-        __builtin_memcpy(t.server_addr, st->peer_addr, 16);
+        struct conn_tuple t;
+        call_tuple(&t, st->local_addr, st->local_port, st->peer_addr, st->peer_port);
         http_client_socks.update(&t, &key);
     }
     return http_conns.lookup(&key);
