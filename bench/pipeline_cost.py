@@ -59,7 +59,7 @@ def records(count: int, connections: int, server_pid: int, client_pid: int) -> l
     for i in range(count // 2):
         port = 40000 + i % connections
         t += 200_000
-        # the kernel's ids: the server end carries its client's trace id and span id (link_call)
+        # the kernel's ids: the server end carries its client's trace id and span id (call_ids)
         trace_id, client_span, server_span = os.urandom(16), os.urandom(8), os.urandom(8)
         for role, pid, lport, pport, start, end, span_id, parent in (
                 (1, server_pid, 8080, port, t + 20_000, t + 80_000, server_span, client_span),

@@ -64,8 +64,8 @@ BPF_TABLE("lru_hash", __u64, __u8, http_role_hint, MAX_CONNS);
 /* struct sock -> pairing key: finds the entry when a response goes out on a dup'd fd
  * (inetd-style servers such as busybox httpd read fd 0 and write fd 1). */
 BPF_TABLE("lru_hash", __u64, __u64, http_sock_conn, MAX_CONNS);
-/* A client connection's 4-tuple (its own view) -> its pairing key: the server end of a call
- * on this node finds the client's current exchange there and takes its trace context. */
+/* The 4-tuples of client connections on this node (the client's view): the server end of a
+ * call finds its client there and becomes its child (call_ids). */
 struct conn_tuple {
     __u8 client_addr[16];
     __u8 server_addr[16];
@@ -73,14 +73,27 @@ struct conn_tuple {
     __u16 server_port;
     __u32 _pad;
 };
-BPF_TABLE("lru_hash", struct conn_tuple, __u64, http_client_socks, MAX_CONNS);
+BPF_TABLE("lru_hash", struct conn_tuple, __u8, http_client_socks, MAX_CONNS);
+
+/* An address as IPv4 sockets store it (4 bytes, then zeros) when it is IPv4-mapped
+ * (::ffff:a.b.c.d), as a dual-stack server sees an IPv4 client. */
+static __always_inline void canonical_addr(__u8 *dst, const __u8 *src)
+{
+    const __u32 *w = (const __u32 *)src;
+
+    __builtin_memcpy(dst, src, 16);
+    if (w[0] == 0 && w[1] == 0 && src[8] == 0 && src[9] == 0 && src[10] == 0xff && src[11] == 0xff) {
+        __builtin_memcpy(dst, src + 12, 4);
+        __builtin_memset(dst + 4, 0, 12);
+    }
+}
 
 static __always_inline void call_tuple(struct conn_tuple *t, const __u8 *client_addr, __u16 client_port,
                                        const __u8 *server_addr, __u16 server_port)
 {
     __builtin_memset(t, 0, sizeof(*t)); /* the padding is part of the hashed key */
-    __builtin_memcpy(t->client_addr, client_addr, 16);
-    __builtin_memcpy(t->server_addr, server_addr, 16);
+    canonical_addr(t->client_addr, client_addr);
+    canonical_addr(t->server_addr, server_addr);
     t->client_port = client_port;
     t->server_port = server_port;
 }
@@ -221,87 +234,80 @@ static __always_inline void emit(struct http_conn_state *st, __u8 why, __u64 key
     count(CNT_HTTP_EMITTED);
 }
 
-static __always_inline void draw_span_id(__u8 *span_id)
-{
-    __u32 r[2] = {bpf_get_prandom_u32(), bpf_get_prandom_u32() | 1}; /* never all zero */
-
-    __builtin_memcpy(span_id, r, 8);
-}
-
+/* Ids nothing else derives: a pipelined second exchange's (see next_pipelined). */
 static __always_inline void draw_ids(__u8 *trace_id, __u8 *span_id)
 {
-    __u32 r[4] = {bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32()};
+    __u32 r[6] = {bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32(),
+                  bpf_get_prandom_u32(), bpf_get_prandom_u32(), bpf_get_prandom_u32() | 1}; /* span id never 0 */
 
     __builtin_memcpy(trace_id, r, 16);
-    draw_span_id(span_id);
+    __builtin_memcpy(span_id, r + 4, 8);
 }
 
-static __always_inline int same_call(const struct http_conn_state *client, const struct http_conn_state *server)
+/* murmur3's 64-bit finalizer: every input bit flips about half of the output bits */
+static __always_inline __u64 mix64(__u64 h)
 {
-    const __u64 *ca = (const __u64 *)client->local_addr, *cp = (const __u64 *)client->peer_addr;
-    const __u64 *sa = (const __u64 *)server->local_addr, *sp = (const __u64 *)server->peer_addr;
-
-    return client->role == ROLE_CLIENT && client->local_port == server->peer_port &&
-           client->peer_port == server->local_port && ca[0] == sp[0] && ca[1] == sp[1] && cp[0] == sa[0] &&
-           cp[1] == sa[1];
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
 }
 
-/* Trace context for a new exchange, in the kernel, so user space never matches spans:
- *  - a client draws its trace and span id (or takes the ones its server drew first, below);
- *  - a server whose peer is a client on this node (same 4-tuple, seen from the other end)
- *    becomes that client call's child and takes its sampling decision instead of drawing one,
- *    so a kept server span always has its parent and each end is kept with the same chance
- *    (RED weights stay exact). When the server reads the request before the client's write
- *    returned (on another CPU), the client's exchange has not started yet: the server's draw
- *    decides for both, and it leaves the client's ids in the client's entry for it to take.
- * Only kept exchanges draw ids. */
-static __always_inline void link_call(struct http_conn_state *st, __u64 now, __u64 prev_end)
+/* Trace context for a new exchange, in the kernel, so user space never matches spans and the
+ * two ends never hand anything over: both derive the call's ids from what they share, the
+ * client->server 4-tuple and the TCP sequence number of the request's first byte (the client's
+ * write_seq before its write, the server's copied_seq before its read), hashed with a salt
+ * drawn at each start. Whichever end starts first, they agree:
+ *  - the client's span: trace id H1, span id H3;
+ *  - a server whose peer is a client on this node (its 4-tuple in http_client_socks, which
+ *    connect() fills before the first byte is sent) is that span's child: trace id H1, parent
+ *    H3, span id H5. Other servers are roots with trace id H1 and span id H5;
+ *  - the shedding draw is the hash too, so a server keeps exactly the calls its local client
+ *    keeps (a kept server span has its parent) and each end is kept with the same chance (RED
+ *    weights stay exact). Only when the rate changes between the two ends' starts can they differ.
+ * `len`: the bytes this syscall moved, the request's first among them. */
+static __always_inline void call_ids(struct http_conn_state *st, __u64 len, __u32 rate)
 {
-    __builtin_memset(st->parent_span_id, 0, 8);
-    if (st->role == ROLE_CLIENT) {
-        /* Ids left before the previous exchange ended were for a request this client never
-         * started (its write failed): a request is written only after the last answer. */
-        if (st->next_ns && st->next_ns >= prev_end) {
-            __builtin_memcpy(st->trace_id, st->next_trace_id, 16);
-            __builtin_memcpy(st->span_id, st->next_span_id, 8);
-            st->sampled = st->next_sampled;
-        } else if (st->sampled) {
-            draw_ids(st->trace_id, st->span_id);
-        }
-        st->next_ns = 0;
-        return;
-    }
+    int client = st->role == ROLE_CLIENT;
     struct conn_tuple t;
-    call_tuple(&t, st->peer_addr, st->peer_port, st->local_addr, st->local_port);
-    __u64 *client_key = http_client_socks.lookup(&t);
-    struct http_conn_state *client = client_key ? http_conns.lookup(client_key) : 0;
-    if (!client || !same_call(client, st)) {
-        if (st->sampled)
-            draw_ids(st->trace_id, st->span_id);
+    __u32 seq = 0;
+
+    if (client)
+        call_tuple(&t, st->local_addr, st->local_port, st->peer_addr, st->peer_port);
+    else
+        call_tuple(&t, st->peer_addr, st->peer_port, st->local_addr, st->local_port);
+    bpf_probe_read_kernel(&seq, sizeof(seq), (const char *)st->sk + (client ? OFF_TCP_WRITE_SEQ : OFF_TCP_COPIED_SEQ));
+    st->req_seq = seq - (__u32)len;
+
+    const __u64 *w = (const __u64 *)&t;
+    __u64 h = TRACE_SALT;
+#pragma unroll
+    for (int i = 0; i < sizeof(t) / 8; i++)
+        h = mix64(h ^ w[i]);
+    h = mix64(h ^ st->req_seq);
+    st->sampled = rate >= 1000 || h % 1000 < rate;
+    __builtin_memset(st->parent_span_id, 0, 8);
+    if (!st->sampled)
+        return;
+    __u64 trace[2] = {mix64(h ^ 1), mix64(h ^ 2)};
+    __u64 client_span = mix64(h ^ 3) | 1; /* never all zero */
+    __builtin_memcpy(st->trace_id, trace, 16);
+    if (client) {
+        __builtin_memcpy(st->span_id, &client_span, 8);
         return;
     }
-    if (client->state == ST_REQUEST && client->start_ns <= now) {
-        st->sampled = client->sampled;
-        if (!st->sampled)
-            return;
-        __builtin_memcpy(st->trace_id, client->trace_id, 16);
-        __builtin_memcpy(st->parent_span_id, client->span_id, 8);
-    } else {
-        client->next_sampled = st->sampled;
-        client->next_ns = now;
-        if (!st->sampled)
-            return;
-        draw_ids(client->next_trace_id, client->next_span_id);
-        __builtin_memcpy(st->trace_id, client->next_trace_id, 16);
-        __builtin_memcpy(st->parent_span_id, client->next_span_id, 8);
-    }
-    draw_span_id(st->span_id);
+    __u64 server_span = mix64(h ^ 5) | 1;
+    __builtin_memcpy(st->span_id, &server_span, 8);
+    if (http_client_socks.lookup(&t))
+        __builtin_memcpy(st->parent_span_id, &client_span, 8);
 }
 
-/* A new exchange begins; the caller captures its bytes when st->sampled. */
+/* A new exchange begins with this syscall's `len` bytes; the caller captures them when
+ * st->sampled. */
 static __always_inline void start_request(struct http_conn_state *st, __u64 len, __u64 now)
 {
-    __u64 prev_end = st->end_ns; /* the previous exchange's: see link_call */
     __u32 zero = 0;
     __u32 *shed = http_shed.lookup(&zero);
     __u32 rate = shed && *shed < 1000 ? 1000 - *shed : (shed ? 0 : 1000);
@@ -320,10 +326,24 @@ static __always_inline void start_request(struct http_conn_state *st, __u64 len,
     st->tid = (__u32)bpf_get_current_pid_tgid();
     st->cgroup_id = bpf_get_current_cgroup_id();
     st->sample_permille = rate > 1000 ? 1000 : rate;
-    /* Shed: sizes and times only. Each end draws alone; a server on this node then follows its
-     * client's draw (link_call), so a kept server span always has its parent. */
-    st->sampled = rate >= 1000 || bpf_get_prandom_u32() % 1000 < rate;
-    link_call(st, now, prev_end);
+    call_ids(st, len, rate); /* and whether it is shed: sizes and times only */
+}
+
+/* The 4-tuple of a client socket this process just connected or started a request on: a server
+ * on this node reading from it becomes its client's child (call_ids). Stream sockets only: a
+ * resolver's connected UDP sockets would crowd the LRU. */
+static __always_inline void register_client(void *sk)
+{
+    struct sock_addrs addrs = {};
+    __u16 type = 0;
+    __u8 yes = 1;
+    struct conn_tuple t;
+
+    bpf_probe_read_kernel(&type, sizeof(type), (const char *)sk + OFF_SK_TYPE);
+    if (type != TG_SOCK_STREAM || !tg_sock_addrs(sk, &addrs))
+        return;
+    call_tuple(&t, addrs.local_addr, addrs.local_port, addrs.peer_addr, addrs.peer_port);
+    http_client_socks.update(&t, &yes);
 }
 
 /* Create the pairing entry for a socket that is starting an HTTP request. */
@@ -339,6 +359,7 @@ static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 d
     if (!st || !tg_sock_addrs(sk, &addrs))
         return 0;
     __builtin_memset(st, 0, offsetof(struct http_conn_state, req));
+    st->sk = sk_key;
     if (hint) {
         st->role = *hint;
     } else {
@@ -355,11 +376,8 @@ static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 d
         return 0;
     }
     http_sock_conn.update(&sk_key, &key);
-    if (st->role == ROLE_CLIENT) {
-        struct conn_tuple t;
-        call_tuple(&t, st->local_addr, st->local_port, st->peer_addr, st->peer_port);
-        http_client_socks.update(&t, &key);
-    }
+    if (st->role == ROLE_CLIENT && !hint)
+        register_client(sk); /* a connect() before the agent started, so not registered there */
     return http_conns.lookup(&key);
 }
 
@@ -599,6 +617,11 @@ static __always_inline int on_exit(long ret)
             __u8 role = args.op == OP_ACCEPT ? ROLE_SERVER : ROLE_CLIENT;
             http_role_hint.update(&key, &role);
             http_conns.delete(&key); /* a reused fd number starts clean */
+            if (args.op == OP_CONNECT) {
+                void *sk = tg_fd_to_sock(args.fd);
+                if (sk)
+                    register_client(sk); /* before its first byte can reach a server */
+            }
         }
         return 0;
     }
@@ -643,6 +666,11 @@ static __always_inline int on_close(__u32 fd)
     if (st) {
         if (st->state != ST_IDLE)
             emit(st, HTTP_FLAG_CLOSED, key);
+        if (st->role == ROLE_CLIENT) {
+            struct conn_tuple t;
+            call_tuple(&t, st->local_addr, st->local_port, st->peer_addr, st->peer_port);
+            http_client_socks.delete(&t);
+        }
         http_conns.delete(&key);
     }
     http_role_hint.delete(&key);

@@ -80,7 +80,7 @@ struct http_exchange_event {
     __u16 resp_len;      /* bytes valid in resp[] */
     __u16 sample_permille; /* emitted at this sampling rate (1000 = all) */
     __u8 _pad[6];
-    __u8 trace_id[16];       /* drawn in the kernel, or the local client's (see link_call) */
+    __u8 trace_id[16];       /* derived in the kernel, shared with a local client (see call_ids) */
     __u8 span_id[8];
     __u8 parent_span_id[8];  /* server: the span id of the local client call it answers; 0: none */
     __u8 req[CAPTURE_BYTES];
@@ -126,18 +126,14 @@ struct http_conn_state {
     __u8 trace_id[16];       /* the current exchange's ids (http_exchange_event) */
     __u8 span_id[8];
     __u8 parent_span_id[8];
-    /* Client side: ids its server drew for the next request because the server read it before
-     * the client's write returned; the client's next request takes them (see link_call). */
-    __u8 next_trace_id[16];
-    __u8 next_span_id[8];
-    __u64 next_ns;           /* when they were drawn; 0: none */
-    __u8 next_sampled;
-    __u8 _pad2[7];
+    __u64 sk;                /* the struct sock: its TCP sequence numbers key the trace ids */
+    __u32 req_seq;           /* TCP sequence number of the request's first byte (see call_ids) */
+    __u8 _pad2[4];
     __u8 req[2 * CAPTURE_BYTES]; /* twice the capture: lets the verifier prove appends */
     __u8 resp[2 * CAPTURE_BYTES];
 };
 
-_Static_assert(sizeof(struct http_conn_state) == 192 + 4 * CAPTURE_BYTES, "http_conn_state size");
+_Static_assert(sizeof(struct http_conn_state) == 168 + 4 * CAPTURE_BYTES, "http_conn_state size");
 
 /* tcp_connection_event.outcome */
 enum tcp_outcome {

@@ -9,6 +9,7 @@
 
 #define TG_AF_INET 2
 #define TG_AF_INET6 10
+#define TG_SOCK_STREAM 1
 #define TG_S_IFMT 0170000
 #define TG_S_IFSOCK 0140000
 

@@ -1,6 +1,6 @@
 """HttpExchange batches to SERVER/CLIENT spans with semantic-convention attributes and trace context.
 
-Trace context comes from the kernel (link_call in bpf/http.bpf.c): each kept exchange carries
+Trace context comes from the kernel (call_ids in bpf/http.bpf.c): each kept exchange carries
 its span id and a trace id, and a server span whose client is a process on this node carries
 that client call's span id as its parent and shares its trace, so traces link across processes
 with no header and user space never matches spans. A W3C traceparent in the request joins the

@@ -198,6 +198,22 @@ def sock_walk_defines(btf: Btf) -> dict[str, int]:
     return out
 
 
+# -D name -> (struct, member path) for bpf/http.bpf.c's reads beyond the address walk: the
+# sequence numbers that key a call's trace ids at both ends, and the socket type.
+HTTP_OFFSETS: dict[str, tuple[str, str]] = {
+    "OFF_TCP_WRITE_SEQ": ("tcp_sock", "write_seq"),
+    "OFF_TCP_COPIED_SEQ": ("tcp_sock", "copied_seq"),
+    "OFF_SK_TYPE": ("sock", "sk_type"),
+}
+
+
+def http_defines(btf: Btf) -> dict[str, int]:
+    """sock_walk_defines plus the tcp_sock/sock members http.bpf.c reads."""
+    out = sock_walk_defines(btf)
+    out.update({name: btf.offset(st, member) for name, (st, member) in HTTP_OFFSETS.items()})
+    return out
+
+
 # -D name -> (struct, member path) for bpf/tcp.bpf.c's reads of a socket's own counters.
 TCP_OFFSETS: dict[str, tuple[str, str]] = {
     "OFF_TCP_BYTES_RECEIVED": ("tcp_sock", "bytes_received"),

@@ -77,8 +77,8 @@ def http_conn_state_layout(capture_bytes: int) -> Layout:
         ("sample_permille", "H"), ("_pad1", "2s"), ("cgroup_id", "Q"),
         ("start_ns", "Q"), ("resp_start_ns", "Q"), ("end_ns", "Q"), ("req_size", "Q"), ("resp_size", "Q"),
         ("pipe_start_ns", "Q"), ("pipe_offset", "Q"), ("local_addr", "16s"), ("peer_addr", "16s"),
-        ("trace_id", "16s"), ("span_id", "8s"), ("parent_span_id", "8s"), ("next_trace_id", "16s"),
-        ("next_span_id", "8s"), ("next_ns", "Q"), ("next_sampled", "B"), ("_pad2", "7s"),
+        ("trace_id", "16s"), ("span_id", "8s"), ("parent_span_id", "8s"), ("sk", "Q"),
+        ("req_seq", "I"), ("_pad2", "4s"),
         ("req", f"{2 * capture_bytes}s"), ("resp", f"{2 * capture_bytes}s"),
     ))
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from telegen.capture.btf import BtfError, kernel_btf, sock_walk_defines
+from telegen.capture.btf import BtfError, http_defines, kernel_btf
 from telegen.capture.layouts import COUNTERS
 from telegen.capture.loader import LoadedBpf, LoadError
 from telegen.capture.probes import HTTP_PROBES, AttachType, KernelFeatures, ProbeChoice, detect_kernel, plan
@@ -65,11 +66,13 @@ class CaptureStage:
         self.kernel = detect_kernel()
         self.choices = plan(HTTP_PROBES, self.kernel, "HTTP", force=self.force_method)
         try:
-            defines = sock_walk_defines(kernel_btf())
+            defines = http_defines(kernel_btf())
         except BtfError as exc:
             raise LoadError(f"kernel BTF is needed for socket addresses: {exc}") from exc
         defines.update(CAPTURE_BYTES=self.cfg.capture_bytes, MAX_CONNS=self.cfg.max_connections,
-                       RINGBUF_PAGES=self.cfg.ringbuf_pages, SELF_TGID=self.self_pid if self.cfg.exclude_self else 0)
+                       RINGBUF_PAGES=self.cfg.ringbuf_pages, SELF_TGID=self.self_pid if self.cfg.exclude_self else 0,
+                       # keys the hash behind trace ids: unpredictable, one per start (63 bits: a C literal)
+                       TRACE_SALT=secrets.randbits(63))
         self.bpf = LoadedBpf("http.bpf.c", self.choices, defines, "http")
         self.reader = RingbufReader(self.bpf.open_ringbuf("http_events").read, self.records)
         self.reader.start()

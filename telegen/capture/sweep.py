@@ -43,7 +43,7 @@ class IdleSweeper:
                 continue
             (role, state, flags, family, sampled, _p0, tid, lport, pport, req_len, resp_len, permille, _p1,
              cgroup_id, start, resp_start, end, req_size, resp_size, pipe_start, _pipe_offset, laddr, paddr,
-             trace_id, span_id, parent, _next_trace, _next_span, _next_ns, _next_sampled, _p2, req, resp) = \
+             trace_id, span_id, parent, _sk, _req_seq, _p2, req, resp) = \
                 self._state.unpack(raw[: self._state.size])
             if state != ST_RESPONSE or not end or now_ns - end < self.idle_ns:
                 continue

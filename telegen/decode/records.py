@@ -32,7 +32,7 @@ class HttpExchange(NamedTuple):
     request: bytes  # leading bytes of the request
     response: bytes  # leading bytes of the response
     sample_permille: int
-    trace_id: bytes  # the kernel's ids (link_call in bpf/http.bpf.c); all zero when it drew none
+    trace_id: bytes  # the kernel's ids (call_ids in bpf/http.bpf.c); all zero when it drew none
     span_id: bytes
     parent_span_id: bytes  # a server's local client call, else b""
 

@@ -35,12 +35,16 @@ class Capture:
             time.sleep(0.1)
 
 
-def serve(handler: Callable[[socket.socket], None], family: int = socket.AF_INET) -> tuple[str, int]:
-    """A one-connection-at-a-time raw TCP server on loopback running `handler` per connection."""
+def serve(handler: Callable[[socket.socket], None], family: int = socket.AF_INET,
+          dual_stack: bool = False) -> tuple[str, int]:
+    """A one-connection-at-a-time raw TCP server on loopback running `handler` per connection.
+    `dual_stack`: an IPv6 socket that takes IPv4 clients, which it sees as ::ffff:127.0.0.1."""
     host = "127.0.0.1" if family == socket.AF_INET else "::1"
-    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv = socket.socket(socket.AF_INET6 if dual_stack else family, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((host, 0))
+    if dual_stack:
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.bind(("::ffff:127.0.0.1", 0) if dual_stack else (host, 0))
     srv.listen(16)
 
     def loop() -> None:

@@ -60,9 +60,23 @@ def _calls(got: list[HttpExchange]) -> dict[bytes, dict[int, HttpExchange]]:
     return out
 
 
+def _assert_linked(calls: dict[bytes, dict[int, HttpExchange]]) -> None:
+    """Each call's server exchange carries its client's trace id and the client's span id as
+    its parent; span ids are unique and never zero."""
+    for line, ends in calls.items():
+        assert set(ends) == {1, 2}, line
+        server, client = ends[1], ends[2]
+        assert client.parent_span_id == b"" and client.span_id != bytes(8) and client.trace_id != bytes(16)
+        assert server.span_id not in (client.span_id, bytes(8))
+        assert server.trace_id == client.trace_id and server.parent_span_id == client.span_id, line
+    spans = [e.span_id for ends in calls.values() for e in ends.values()]
+    assert len(set(spans)) == len(spans)
+
+
 def test_kernel_links_the_server_end_of_a_local_call_to_its_client(capture: Capture) -> None:
-    """Trace context is drawn and joined in the kernel: the server exchange of each call carries
-    its client's trace id, and the client's span id as its parent; ids are unique."""
+    """Trace context is derived in the kernel at both ends from the 4-tuple and the request's TCP
+    sequence number: every call links, a connection's first request included (the client's
+    connect() registered it before the server could read)."""
     marker = uuid.uuid4().hex
     host, port = serve(ok_handler())
     keepalive_gets(host, port, f"/link/{marker}/ka", 40)
@@ -70,24 +84,25 @@ def test_kernel_links_the_server_end_of_a_local_call_to_its_client(capture: Capt
         keepalive_gets(host, port, f"/link/{marker}/fresh{i}", 1)  # a fresh connection each
     got = capture.wait(marker, 100)
     calls = _calls(got)
-    assert len(calls) == 50 and all(set(ends) == {1, 2} for ends in calls.values()), len(got)
-    roots = 0
-    for line, ends in calls.items():
-        server, client = ends[1], ends[2]
-        assert client.parent_span_id == b"" and client.span_id != bytes(8) and client.trace_id != bytes(16)
-        assert server.span_id not in (client.span_id, bytes(8))
-        if server.parent_span_id == b"" and (b"/fresh" in line or line.endswith(b"/ka/0 HTTP/1.1")):
-            roots += 1  # a connection's first request, read before the client's write returned
-            continue
-        assert server.trace_id == client.trace_id and server.parent_span_id == client.span_id
-    assert roots <= 5, f"{roots} of 11 first requests found no client"
-    assert len({e.span_id for e in got}) == 100
+    assert len(calls) == 50, len(got)
+    _assert_linked(calls)
+
+
+def test_a_dual_stack_server_links_to_its_ipv4_client(capture: Capture) -> None:
+    """The server's socket is IPv6 and sees the client as ::ffff:127.0.0.1 (shown as IPv4): the
+    same call."""
+    marker = uuid.uuid4().hex
+    host, port = serve(ok_handler(), dual_stack=True)
+    keepalive_gets(host, port, f"/dual/{marker}", 3)
+    calls = _calls(capture.wait(marker, 6))
+    assert len(calls) == 3
+    _assert_linked(calls)
 
 
 def test_server_that_reads_before_the_clients_write_returns_still_links(capture: Capture) -> None:
     """A 16 MiB request keeps the client inside one write while the server already reads its
-    head: the server's exchange starts first, draws the client's ids and leaves them in the
-    client's entry, and the client's exchange takes them when its write returns (link_call)."""
+    head: the server's exchange starts first, and both ends still derive the same ids. So do
+    the small calls right before and after it, whose two ends start within microseconds."""
     marker = uuid.uuid4().hex
     body = b"x" * (16 << 20)
 
@@ -111,10 +126,7 @@ def test_server_that_reads_before_the_clients_write_returns_still_links(capture:
     big = calls[f"POST /race/{marker}/1 HTTP/1.1".encode()]
     assert big[2].req_size == big[1].req_size > len(body)
     assert big[1].start_ns < big[2].start_ns, "the server's exchange did not start first"
-    # The big call: the server started milliseconds before the client, so this is the
-    # rendezvous path. (Calls whose two ends start within the same microseconds may race: see
-    # docs/capture.md, "Known gap".)
-    assert big[1].trace_id == big[2].trace_id and big[1].parent_span_id == big[2].span_id
+    _assert_linked(calls)
 
 
 def test_fresh_connections_and_split_request(capture: Capture) -> None:
@@ -268,14 +280,10 @@ def test_partial_shedding_keeps_whole_captures(capture: Capture) -> None:
     for ex in got:
         assert ex.request.endswith(b"Host: x\r\n\r\n"), ex.request
         assert ex.response.endswith(b"hello") and parse_response(ex.response).status == 200
-    # A server follows its local client's draw: a kept server span's parent was kept too. (A
-    # server that read the connection's first request before the client's write returned found
-    # no client yet: it drew alone and is a root span, never a child of a shed one.)
+    # Both ends of a call draw the same: each call is kept or shed whole.
     calls = _calls(got)
-    linked = [ends for ends in calls.values() if 1 in ends and ends[1].parent_span_id]
-    assert len(linked) >= sum(1 for ends in calls.values() if 1 in ends) - 1
-    for ends in linked:
-        assert 2 in ends and ends[1].parent_span_id == ends[2].span_id
+    assert all(set(ends) == {1, 2} for ends in calls.values()), calls
+    _assert_linked(calls)
 
 
 def test_pipelined_pair_is_split_into_two_exchanges(capture: Capture) -> None:

@@ -236,7 +236,7 @@ def test_spans_carry_the_kernels_ids() -> None:
 
 
 def test_server_span_is_the_child_of_its_local_client_call() -> None:
-    """The kernel gave the server exchange its client's trace id and span id (link_call)."""
+    """The kernel gave the server exchange its client's trace id and span id (call_ids)."""
     client = exchange(server=False, local_addr="127.0.0.1", local_port=40000, peer_addr="127.0.0.1", peer_port=8080)
     server = exchange(server=True, local_addr="127.0.0.1", local_port=8080, peer_addr="127.0.0.1", peer_port=40000,
                       trace_id=client.trace_id, parent_span_id=client.span_id)

@@ -36,7 +36,7 @@ def state(cap: int = CAP, **fields: Any) -> bytes:
         "local_addr": socket.inet_aton("127.0.0.1").ljust(16, b"\0"),
         "peer_addr": socket.inet_aton("127.0.0.2").ljust(16, b"\0"),
         "trace_id": b"\x11" * 16, "span_id": b"\x22" * 8, "parent_span_id": b"\x33" * 8,
-        "next_trace_id": b"\x44" * 16, "next_span_id": b"\x55" * 8, "next_ns": 1, "next_sampled": 1, "_pad2": b"",
+        "sk": 0xFFFF888012345678, "req_seq": 7, "_pad2": b"",
         "req": REQ, "resp": RESP,
     }
     values.update(fields)
