@@ -2,11 +2,15 @@
  * ring-buffer record per exchange. Each syscall has three possible entries; the loader
  * defines one switch per syscall for the method it chose, so only those programs exist:
  *   KP_<syscall>   kprobe + kretprobe on the syscall's function (kernels with kprobes)
+ *   SK_<syscall>   a data syscall dispatched by the two sock length tracepoints (with SOCK_IO),
+ *                  the default without kprobes on 6.3+: they run for socket I/O only
  *   RAW_<syscall>  dispatched by the two raw_syscalls programs (with RAW_SYSCALLS), the
- *                  default without kprobes: two programs to verify instead of 25 (start-up),
- *                  ~200 ns less per traced syscall than syscalls:* tracepoints, but every
- *                  other syscall pays ~150 ns more (both programs run for it); see docs/capture.md
- *   TP_<syscall>   syscalls:sys_enter_/sys_exit_ tracepoints, only when configuration forces them
+ *                  default without kprobes before 6.3: two programs to verify instead of 25
+ *                  (start-up), ~200 ns less per traced syscall than syscalls:* tracepoints, but
+ *                  every other syscall pays ~150 ns more (both programs run for it)
+ *   TP_<syscall>   syscalls:sys_enter_/sys_exit_ tracepoints: accept, connect and close beside
+ *                  SK_, or every syscall when configuration forces them
+ * See docs/capture.md for the measurements.
  *
  * -D flags from the loader: CAPTURE_BYTES, MAX_CONNS, RINGBUF_PAGES, SELF_TGID (0: none),
  * and the OFF_* struct offsets read from BTF (see include/sock_walk.h).
@@ -347,13 +351,12 @@ static __always_inline void register_client(void *sk)
 }
 
 /* Create the pairing entry for a socket that is starting an HTTP request. */
-static __always_inline struct http_conn_state *track(__u64 key, __u32 fd, __u8 dir)
+static __always_inline struct http_conn_state *track(__u64 key, void *sk, __u8 dir)
 {
     __u32 zero = 0;
     struct http_conn_state *st = http_scratch.lookup(&zero);
     struct sock_addrs addrs = {};
     __u8 *hint = http_role_hint.lookup(&key);
-    void *sk = tg_fd_to_sock(fd);
     __u64 sk_key = (__u64)sk;
 
     if (!st || !tg_sock_addrs(sk, &addrs))
@@ -443,10 +446,11 @@ static __always_inline int ends_chunked(const struct data_view *d, const __u8 *c
 }
 
 /* Data on a socket with no pairing entry: a request starts one (*fresh set); a response may
- * belong to an entry under another fd (dup'd). Returns the entry to continue with, or 0. Only
- * the lookup before and one 12-byte read are spent on data that is not HTTP. */
-static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, __u8 dir, const struct data_view *d,
-                                                         int *fresh)
+ * belong to an entry under another fd (dup'd). `sk`: the socket when the attach point gave it,
+ * else 0 (found from the fd). Returns the entry to continue with, or 0. Only the lookup before
+ * and one 12-byte read are spent on data that is not HTTP. */
+static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, void *sk, __u8 dir,
+                                                         const struct data_view *d, int *fresh)
 {
     __u8 head[12] = {};
     struct http_conn_state *st = 0;
@@ -455,7 +459,7 @@ static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, _
         return 0;
     bpf_probe_read_user(head, d->contig < sizeof(head) ? (d->contig & 0xf) : sizeof(head), d->buf);
     if (d->contig >= 9 && tg_is_http_response(head)) {
-        __u64 sk_key = (__u64)tg_fd_to_sock(fd);
+        __u64 sk_key = (__u64)(sk ? sk : tg_fd_to_sock(fd));
         __u64 *owner = sk_key ? http_sock_conn.lookup(&sk_key) : 0;
         if (owner) {
             *key = *owner;
@@ -465,7 +469,7 @@ static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, _
     }
     if (!tg_is_http_request(head))
         return 0;
-    st = track(*key, fd, dir);
+    st = track(*key, sk ? sk : tg_fd_to_sock(fd), dir);
     if (st) {
         start_request(st, d->len, bpf_ktime_get_ns());
         *fresh = 1;
@@ -473,7 +477,8 @@ static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, _
     return st;
 }
 
-static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, struct data_copy *copy, __u8 sendfile)
+static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8 dir, struct data_copy *copy,
+                                        __u8 sendfile)
 {
     const struct data_view *d = &copy->d;
     __u64 key = conn_key(pid_tgid, fd);
@@ -483,7 +488,7 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, __u8 dir, stru
     if (!st) {
         if (sendfile)
             return;
-        st = untracked(&key, fd, dir, d, &fresh);
+        st = untracked(&key, fd, sk, dir, d, &fresh);
         if (!st)
             return;
     }
@@ -598,6 +603,38 @@ static __always_inline const void *first_iov(__u64 iov, __u64 *iov_len)
     return (const void *)v.base;
 }
 
+/* A data syscall moved `ret` bytes: `sk` is its socket when the attach point gave it, else 0. */
+static __always_inline int on_data(__u64 pid_tgid, struct syscall_args args, long ret, void *sk)
+{
+    if (ret <= 0)
+        return 0;
+
+    __u32 zero = 0;
+    struct data_copy *copy = http_data.lookup(&zero);
+    if (!copy)
+        return 0;
+    struct data_view *d = &copy->d;
+    __u8 dir = (args.op == OP_READ || args.op == OP_READV || args.op == OP_RECVMSG) ? DIR_INGRESS : DIR_EGRESS;
+
+    d->buf = (const void *)args.buf;
+    d->len = d->contig = (__u64)ret;
+    d->iov = 0;
+    if (args.op == OP_READV || args.op == OP_WRITEV || args.op == OP_RECVMSG || args.op == OP_SENDMSG) {
+        __u64 iov = args.buf, iov_len = 0;
+        if (args.op == OP_RECVMSG || args.op == OP_SENDMSG) /* struct user_msghdr: msg_iov at offset 16 (UAPI) */
+            bpf_probe_read_user(&iov, sizeof(iov), (const char *)args.buf + 16);
+        d->buf = iov ? first_iov(iov, &iov_len) : 0;
+        d->iov = iov;
+        d->contig = !d->buf ? 0 : (iov_len < (__u64)ret ? iov_len : (__u64)ret);
+    } else if (args.op == OP_SENDFILE) {
+        d->buf = 0;
+        d->contig = 0;
+    }
+    asm volatile("" ::: "memory"); /* from here on read from the map (see struct data_copy) */
+    handle_data(pid_tgid, args.fd, sk, dir, copy, args.op == OP_SENDFILE);
+    return 0;
+}
+
 static __always_inline int on_exit(long ret)
 {
     /* The raw sys_exit program runs this for every syscall: the task-storage lookup is the
@@ -625,33 +662,7 @@ static __always_inline int on_exit(long ret)
         }
         return 0;
     }
-    if (ret <= 0)
-        return 0;
-
-    __u32 zero = 0;
-    struct data_copy *copy = http_data.lookup(&zero);
-    if (!copy)
-        return 0;
-    struct data_view *d = &copy->d;
-    __u8 dir = (args.op == OP_READ || args.op == OP_READV || args.op == OP_RECVMSG) ? DIR_INGRESS : DIR_EGRESS;
-
-    d->buf = (const void *)args.buf;
-    d->len = d->contig = (__u64)ret;
-    d->iov = 0;
-    if (args.op == OP_READV || args.op == OP_WRITEV || args.op == OP_RECVMSG || args.op == OP_SENDMSG) {
-        __u64 iov = args.buf, iov_len = 0;
-        if (args.op == OP_RECVMSG || args.op == OP_SENDMSG) /* struct user_msghdr: msg_iov at offset 16 (UAPI) */
-            bpf_probe_read_user(&iov, sizeof(iov), (const char *)args.buf + 16);
-        d->buf = iov ? first_iov(iov, &iov_len) : 0;
-        d->iov = iov;
-        d->contig = !d->buf ? 0 : (iov_len < (__u64)ret ? iov_len : (__u64)ret);
-    } else if (args.op == OP_SENDFILE) {
-        d->buf = 0;
-        d->contig = 0;
-    }
-    asm volatile("" ::: "memory"); /* from here on read from the map (see struct data_copy) */
-    handle_data(pid_tgid, args.fd, dir, copy, args.op == OP_SENDFILE);
-    return 0;
+    return on_data(pid_tgid, args, ret, 0);
 }
 
 static __always_inline int on_close(__u32 fd)
@@ -673,7 +684,8 @@ static __always_inline int on_close(__u32 fd)
         }
         http_conns.delete(&key);
     }
-    http_role_hint.delete(&key);
+    if (http_role_hint.lookup(&key)) /* most closes are of files: a lookup is cheaper than a delete */
+        http_role_hint.delete(&key);
     return 0;
 }
 
@@ -796,12 +808,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) { return on_close(args->fd); }
 int syscall__close(struct pt_regs *ctx, unsigned long fd) { return on_close(fd); }
 #endif
 
-/* ---- raw_syscalls:sys_enter / sys_exit: -DRAW_SYSCALLS plus one -DRAW_<syscall> per syscall
- * they dispatch. Two programs for every syscall of every process, so syscalls not chosen leave
- * sys_enter after one switch, before any helper call, and sys_exit after the task-storage
- * lookup (no entry, or op 0). x86_64 only, like the whole agent: the ids are x86_64's
- * (asm/unistd.h) and the arguments are read from its struct pt_regs. ---- */
-#ifdef RAW_SYSCALLS
+/* ---- The two dispatching methods below find the syscall from its id and, on x86_64 only like
+ * the whole agent, its arguments in the struct pt_regs it entered the kernel with (the ids are
+ * x86_64's, asm/unistd.h). ---- */
+#if defined(RAW_SYSCALLS) || defined(SOCK_IO)
 #include <asm/unistd.h>
 
 /* struct pt_regs from si to cs: the first two syscall arguments (di, si) and the code segment */
@@ -813,6 +823,19 @@ _Static_assert(offsetof(struct pt_regs, cs) - offsetof(struct pt_regs, si) == 32
  * differently and pass arguments in other registers; syscalls:* tracepoints skip them too. */
 #define RAW_USER64_CS 0x33
 
+/* The registers at `regs` when they are a 64-bit syscall's; 0 otherwise. */
+static __always_inline int syscall_regs(struct raw_regs *r, const void *regs)
+{
+    return regs && !bpf_probe_read_kernel(r, sizeof(*r), (const char *)regs + offsetof(struct pt_regs, si)) &&
+           (__u16)r->cs == RAW_USER64_CS; /* 16 bits: FRED kernels keep more in the word */
+}
+#endif
+
+/* ---- raw_syscalls:sys_enter / sys_exit: -DRAW_SYSCALLS plus one -DRAW_<syscall> per syscall
+ * they dispatch. Two programs for every syscall of every process, so syscalls not chosen leave
+ * sys_enter after one switch, before any helper call, and sys_exit after the task-storage
+ * lookup (no entry, or op 0). ---- */
+#ifdef RAW_SYSCALLS
 static __always_inline __u32 raw_op(__u64 id)
 {
     switch (id) {
@@ -867,8 +890,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 
     if (!op)
         return 0;
-    if (bpf_probe_read_kernel(&r, sizeof(r), (const char *)ctx->args[0] + offsetof(struct pt_regs, si)) ||
-        (__u16)r.cs != RAW_USER64_CS) /* 16 bits: FRED kernels keep more in the word */
+    if (!syscall_regs(&r, (const void *)ctx->args[0]))
         return 0;
     if (op == OP_CLOSE)
         return on_close(r.di);
@@ -880,5 +902,80 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
     return on_exit((long)ctx->args[1]);
+}
+#endif
+
+/* ---- sock:sock_recv_length / sock_send_length: -DSOCK_IO plus one -DSK_<syscall> per data
+ * syscall they dispatch. The socket layer's own exit events run for socket I/O only, not for
+ * every syscall of every process as the raw pair does, and hand over the socket itself (no
+ * fd walk for a new connection). Which syscall it was, with its fd and buffer, comes from the
+ * registers the task entered the kernel with; calls from anywhere else (io_uring, sendmmsg,
+ * splice, the kernel's own sockets) are skipped by that id. accept, connect and close keep
+ * their syscalls:* tracepoints, which run only for those syscalls. Kernel 6.3 and later. ---- */
+#ifdef SOCK_IO
+#define TG_IPPROTO_TCP 6
+#define TG_MSG_PEEK 2
+
+static __always_inline __u32 sock_op(__u64 id)
+{
+    switch (id) {
+#ifdef SK_read
+    case __NR_read: return OP_READ;
+#endif
+#ifdef SK_write
+    case __NR_write: return OP_WRITE;
+#endif
+#ifdef SK_readv
+    case __NR_readv: return OP_READV;
+#endif
+#ifdef SK_writev
+    case __NR_writev: return OP_WRITEV;
+#endif
+#ifdef SK_recvfrom
+    case __NR_recvfrom: return OP_READ;
+#endif
+#ifdef SK_sendto
+    case __NR_sendto: return OP_WRITE;
+#endif
+#ifdef SK_recvmsg
+    case __NR_recvmsg: return OP_RECVMSG;
+#endif
+#ifdef SK_sendmsg
+    case __NR_sendmsg: return OP_SENDMSG;
+#endif
+#ifdef SK_sendfile64
+    case __NR_sendfile: return OP_SENDFILE;
+#endif
+    }
+    return 0;
+}
+
+static __always_inline int on_sock_io(void *sk, __u16 protocol, int ret, __u8 dir)
+{
+    struct raw_regs r;
+
+    if (ret <= 0 || protocol != TG_IPPROTO_TCP)
+        return 0;
+    if (!syscall_regs(&r, (const void *)bpf_task_pt_regs(bpf_get_current_task_btf())))
+        return 0;
+    __u32 op = sock_op(r.orig_ax);
+    __u8 op_dir = (op == OP_READ || op == OP_READV || op == OP_RECVMSG) ? DIR_INGRESS : DIR_EGRESS;
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!op || op_dir != dir || is_self(pid_tgid))
+        return 0;
+    struct syscall_args args = {.buf = op == OP_SENDFILE ? 0 : r.si, .fd = (__u32)r.di, .op = op};
+    return on_data(pid_tgid, args, ret, sk);
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    if (args->flags & TG_MSG_PEEK) /* the bytes stay queued: the read that takes them counts */
+        return 0;
+    return on_sock_io(args->sk, args->protocol, args->ret, DIR_INGRESS);
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    return on_sock_io(args->sk, args->protocol, args->ret, DIR_EGRESS);
 }
 #endif

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from telegen.capture.map_batch import MapBatchReader
-from telegen.capture.probes import RAW_SYSCALL_TRACEPOINTS, LoadError, ProbeChoice, cflags_for
+from telegen.capture.probes import RAW_SYSCALL_TRACEPOINTS, SOCK_IO_TRACEPOINTS, LoadError, ProbeChoice, cflags_for
 from telegen.capture.ringbuf import CallbackRingbuf, MappedRingbuf, RecordSource, mapped_reads_safe
 
 __all__ = ["LoadError", "LoadedBpf", "ProgramInfo", "bpf_source_dir", "release_compiler_memory"]
@@ -131,8 +131,8 @@ class LoadedBpf:
         bpf = self._bpf
         for choice in choices:
             spec = choice.spec
-            if choice.method == "raw_tracepoint":
-                continue  # one shared pair, described below
+            if choice.method in ("raw_tracepoint", "sock_tracepoint"):
+                continue  # one shared pair each, described below
             if choice.method is None:
                 self._programs.append(ProgramInfo(f"{prefix}_{spec.name}", "tracepoint", spec.tracepoint[0],
                                                   False, None, choice.reason))
@@ -163,6 +163,7 @@ class LoadedBpf:
                 self._programs.append(ProgramInfo(f"{prefix}_{spec.name}", "kprobe", symbol, False, None,
                                                   f"attach failed: {exc}"))
         self._describe_raw([c for c in choices if c.method == "raw_tracepoint"], prefix)
+        self._describe_sock([c for c in choices if c.method == "sock_tracepoint"], prefix)
 
     def _describe_raw(self, raw: list[ProbeChoice], prefix: str) -> None:
         """The raw_syscalls pair, each listing the syscall ids it dispatches. BCC attached the
@@ -178,6 +179,19 @@ class LoadedBpf:
             self._programs.append(ProgramInfo(
                 f"{prefix}_{event}", "raw_tracepoint", tp, attached, _prog_id(fn.fd) if fn else None, reason,
                 [{"name": c.spec.name, "nr": c.spec.syscall_nr} for c in handled]))
+
+    def _describe_sock(self, sock: list[ProbeChoice], prefix: str) -> None:
+        """The sock length tracepoints, each listing the data syscalls it dispatches. BCC
+        attached their TRACEPOINT_PROBE functions when it loaded the module."""
+        if not sock:
+            return
+        reason = "; ".join(dict.fromkeys(c.reason for c in sock))
+        for tp in SOCK_IO_TRACEPOINTS:
+            category, _, event = tp.partition(":")
+            fn = self._bpf.funcs.get(f"tracepoint__{category}__{event}".encode())
+            self._programs.append(ProgramInfo(
+                f"{prefix}_{event}", "tracepoint", tp, fn is not None, _prog_id(fn.fd) if fn else None, reason,
+                [{"name": c.spec.name, "nr": c.spec.syscall_nr} for c in sock if c.spec.sock_event == tp]))
 
     # ---- descriptions ----
 

@@ -1,5 +1,6 @@
-"""Probe tables and the attach-method choice: kprobe where the kernel has it; else, for
-syscalls, the two raw_syscalls tracepoints dispatching on the syscall id; else a tracepoint.
+"""Probe tables and the attach-method choice: kprobe where the kernel has it; else, for data
+syscalls, the socket layer's two length tracepoints dispatching on the syscall id (6.3+); else
+the two raw_syscalls tracepoints dispatching the same way; else a syscall's own tracepoints.
 
 Probes are data. The loader asks `choose()` for a plan, compiles the BPF source with one
 -D switch per chosen probe, and attaches exactly what the plan says.
@@ -12,11 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-AttachType = Literal["kprobe", "raw_tracepoint", "tracepoint"]
+AttachType = Literal["kprobe", "sock_tracepoint", "raw_tracepoint", "tracepoint"]
 
 # Shared by every syscall probe that takes the raw method: one program each, switching on the id.
 RAW_SYSCALL_TRACEPOINTS = ("raw_syscalls:sys_enter", "raw_syscalls:sys_exit")
 RAW_REASON = "raw_syscalls:sys_enter/sys_exit with syscall-id dispatch"
+# Shared by the data syscalls that take the sock method: the socket layer's exits, which run for
+# socket I/O only, switching on the id of the syscall the task is in (from its saved registers).
+SOCK_RECV, SOCK_SEND = "sock:sock_recv_length", "sock:sock_send_length"
+SOCK_IO_TRACEPOINTS = (SOCK_RECV, SOCK_SEND)
+SOCK_REASON = "sock:sock_recv_length/sock_send_length (socket I/O only) with syscall-id dispatch"
+OWN_TP_REASON = "its own syscalls:* tracepoints, which run for this syscall only (no raw_syscalls pair needed)"
 
 
 class LoadError(Exception):
@@ -32,6 +39,7 @@ class ProbeSpec:
     kretprobe: bool  # also attach a kretprobe on the same symbol
     required: bool = True
     syscall_nr: int | None = None  # x86_64 syscall id: the raw_syscalls dispatch handles it
+    sock_event: str = ""  # SOCK_RECV or SOCK_SEND: a data syscall the sock dispatch handles
 
 
 @dataclass(frozen=True)
@@ -53,17 +61,20 @@ class ProbeChoice:
     reason: str
 
 
-def _syscall(name: str, nr: int, exit_probe: bool = True, required: bool = True) -> ProbeSpec:
+def _syscall(name: str, nr: int, exit_probe: bool = True, required: bool = True, sock_event: str = "") -> ProbeSpec:
     tps = (f"syscalls:sys_enter_{name}",) + ((f"syscalls:sys_exit_{name}",) if exit_probe else ())
-    return ProbeSpec("http", name, tps, f"__x64_sys_{name}", exit_probe, required, nr)
+    return ProbeSpec("http", name, tps, f"__x64_sys_{name}", exit_probe, required, nr, sock_event)
 
 
 # The ids are x86_64's (asm/unistd_64.h), the only architecture the agent builds for; the BPF
 # side switches on the same ids through __NR_* (tests/unit/capture checks both agree).
 HTTP_PROBES: tuple[ProbeSpec, ...] = (
-    _syscall("read", 0), _syscall("write", 1), _syscall("readv", 19), _syscall("writev", 20),
-    _syscall("recvfrom", 45), _syscall("sendto", 44), _syscall("recvmsg", 47), _syscall("sendmsg", 46),
-    _syscall("sendfile64", 40, required=False), _syscall("accept4", 288), _syscall("accept", 43, required=False),
+    _syscall("read", 0, sock_event=SOCK_RECV), _syscall("write", 1, sock_event=SOCK_SEND),
+    _syscall("readv", 19, sock_event=SOCK_RECV), _syscall("writev", 20, sock_event=SOCK_SEND),
+    _syscall("recvfrom", 45, sock_event=SOCK_RECV), _syscall("sendto", 44, sock_event=SOCK_SEND),
+    _syscall("recvmsg", 47, sock_event=SOCK_RECV), _syscall("sendmsg", 46, sock_event=SOCK_SEND),
+    _syscall("sendfile64", 40, required=False, sock_event=SOCK_SEND),
+    _syscall("accept4", 288), _syscall("accept", 43, required=False),
     _syscall("connect", 42), _syscall("close", 3, exit_probe=False),
 )
 
@@ -112,12 +123,14 @@ def tracepoint_exists(tracefs: Path | None, tp: str) -> bool:
     return (tracefs / "events" / category / event).is_dir()
 
 
-def _forced(spec: ProbeSpec, force: AttachType, kp_ok: bool, raw_ok: bool,
-            tp_ok: bool) -> tuple[AttachType | None, str]:
-    ok = {"kprobe": kp_ok, "raw_tracepoint": raw_ok, "tracepoint": tp_ok}[force]
-    if ok:
+def _forced(spec: ProbeSpec, force: AttachType, ok: dict[AttachType, bool]) -> tuple[AttachType | None, str]:
+    if ok[force]:
         return force, f"{force} forced by configuration"
+    if force == "sock_tracepoint" and spec.syscall_nr is not None and not spec.sock_event and ok["tracepoint"]:
+        return "tracepoint", f"sock_tracepoint forced by configuration; {OWN_TP_REASON}"
     what = {"kprobe": f"kprobe symbol {spec.kprobe_symbol or '(none)'} not traceable",
+            "sock_tracepoint": ("sock length tracepoints missing (kernel 6.3+) or no BTF" if spec.sock_event
+                                else "no sock-tracepoint variant"),
             "raw_tracepoint": ("raw_syscalls tracepoints missing" if spec.syscall_nr is not None
                                else "no raw-tracepoint variant"),
             "tracepoint": "tracepoint missing"}[force]
@@ -126,24 +139,40 @@ def _forced(spec: ProbeSpec, force: AttachType, kp_ok: bool, raw_ok: bool,
 
 def choose(specs: tuple[ProbeSpec, ...], kernel: KernelFeatures,
            force: AttachType | None = None) -> list[ProbeChoice]:
-    """Pick an attach method per probe: kprobe where possible; else, for a syscall, the raw
+    """Pick an attach method per probe: kprobe where possible; else, for a data syscall, the
+    sock length tracepoints (they run for socket I/O only); else, for a syscall, the raw
     syscall tracepoints (one enter/exit program pair for all, cheaper per syscall and far
-    quicker to verify than 25 syscalls:* programs); else its own tracepoint."""
+    quicker to verify than 25 syscalls:* programs); else its own tracepoint. A syscall
+    without data (accept, connect, close) takes its own tracepoints rather than the raw pair
+    when no data syscall needs that pair: the pair would run for every syscall again."""
     raw_tps = all(tracepoint_exists(kernel.tracefs, tp) for tp in RAW_SYSCALL_TRACEPOINTS)
+    sock_tps = kernel.btf and all(tracepoint_exists(kernel.tracefs, tp) for tp in SOCK_IO_TRACEPOINTS)
+
+    def kp_ok(spec: ProbeSpec) -> bool:
+        return bool(spec.kprobe_symbol) and kernel.kprobes and kernel.symbol_traceable(spec.kprobe_symbol)
+
+    raw_needed = any(not kp_ok(s) and not sock_tps for s in specs if s.sock_event)
     out = []
     for spec in specs:
-        tp_ok = all(tracepoint_exists(kernel.tracefs, tp) for tp in spec.tracepoint)
-        kp_ok = bool(spec.kprobe_symbol) and kernel.kprobes and kernel.symbol_traceable(spec.kprobe_symbol)
-        raw_ok = spec.syscall_nr is not None and raw_tps
+        ok: dict[AttachType, bool] = {
+            "kprobe": kp_ok(spec), "sock_tracepoint": bool(spec.sock_event) and sock_tps,
+            "raw_tracepoint": spec.syscall_nr is not None and raw_tps,
+            "tracepoint": all(tracepoint_exists(kernel.tracefs, tp) for tp in spec.tracepoint)}
+        why = ("kprobes not available in this kernel" if not kernel.kprobes
+               else f"{spec.kprobe_symbol} is not traceable")
         method: AttachType | None
         if force is not None:
-            method, reason = _forced(spec, force, kp_ok, raw_ok, tp_ok)
-        elif kp_ok:
+            method, reason = _forced(spec, force, ok)
+        elif ok["kprobe"]:
             method, reason = "kprobe", f"kprobes available and {spec.kprobe_symbol} is traceable"
-        elif raw_ok or tp_ok:
-            why = ("kprobes not available in this kernel" if not kernel.kprobes
-                   else f"{spec.kprobe_symbol} is not traceable")
-            method, reason = ("raw_tracepoint", f"{why}; {RAW_REASON}") if raw_ok else ("tracepoint", why)
+        elif ok["sock_tracepoint"]:
+            method, reason = "sock_tracepoint", f"{why}; {SOCK_REASON}"
+        elif ok["tracepoint"] and spec.syscall_nr is not None and not spec.sock_event and not raw_needed:
+            method, reason = "tracepoint", f"{why}; {OWN_TP_REASON}"
+        elif ok["raw_tracepoint"]:
+            method, reason = "raw_tracepoint", f"{why}; {RAW_REASON}"
+        elif ok["tracepoint"]:
+            method, reason = "tracepoint", why
         else:
             method, reason = None, "neither a traceable kprobe symbol nor the tracepoint exists"
         out.append(ProbeChoice(spec, method, reason))
@@ -151,10 +180,12 @@ def choose(specs: tuple[ProbeSpec, ...], kernel: KernelFeatures,
 
 
 def cflags_for(choices: list[ProbeChoice]) -> list[str]:
-    """One -DTP_<name>, -DKP_<name> or -DRAW_<name> per probe the plan attaches, and
-    -DRAW_SYSCALLS when any syscall goes through the raw dispatch."""
-    prefix = {"tracepoint": "TP", "kprobe": "KP", "raw_tracepoint": "RAW"}
+    """One -DTP_<name>, -DKP_<name>, -DSK_<name> or -DRAW_<name> per probe the plan attaches,
+    -DSOCK_IO when any goes through the sock dispatch and -DRAW_SYSCALLS through the raw one."""
+    prefix = {"tracepoint": "TP", "kprobe": "KP", "sock_tracepoint": "SK", "raw_tracepoint": "RAW"}
     flags = [f"-D{prefix[c.method]}_{c.spec.name}" for c in choices if c.method is not None]
+    if any(c.method == "sock_tracepoint" for c in choices):
+        flags.append("-DSOCK_IO")
     if any(c.method == "raw_tracepoint" for c in choices):
         flags.append("-DRAW_SYSCALLS")
     return flags

@@ -1,5 +1,6 @@
-"""Which HTTP programs get attached on this kernel, and what the raw_syscalls dispatch ignores:
-a storm of syscalls that are not HTTP makes no records and no pairing entries."""
+"""Which HTTP programs get attached on this kernel, and what the dispatch ignores: a storm of
+syscalls that are not HTTP makes no records and no pairing entries. The raw_syscalls pair, no
+longer this kernel's choice, is forced here to keep it tested."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from telegen.capture.probes import HTTP_PROBES, RAW_REASON
+from telegen.capture.probes import HTTP_PROBES, OWN_TP_REASON, SOCK_IO_TRACEPOINTS, SOCK_REASON, tracepoint_exists
 from tests.bpf.http_fixtures import Capture, keepalive_gets, ok_handler, serve
 from tests.conftest import have_bcc, have_root, require
 
@@ -50,22 +51,52 @@ def _kernel_prog_type(prog_id: int) -> str:
 
 
 def test_programs_match_the_kernel(capture: Capture) -> None:
-    """Without kprobes: exactly the raw_syscalls pair, dispatching every HTTP syscall by id."""
+    """Without kprobes, on 6.3+: the sock length pair dispatching the data syscalls by id, and
+    accept, connect and close on their own syscalls:* tracepoints; no raw_syscalls pair."""
     kernel = capture.stage.kernel
     assert kernel is not None
     programs = capture.stage.status()["programs"]
     if kernel.kprobes:  # elsewhere: kprobes win, per syscall (tests/bpf/test_kprobe_qemu.py runs that path)
         assert {p["type"] for p in programs if p["attached"]} <= {"kprobe", "kretprobe"}
         return
-    assert [(p["name"], p["type"], p["target"], p["attached"]) for p in programs] == [
-        ("http_sys_enter", "raw_tracepoint", "raw_syscalls:sys_enter", True),
-        ("http_sys_exit", "raw_tracepoint", "raw_syscalls:sys_exit", True)]
-    enter, exit_ = programs
-    assert enter["reason"] == f"kprobes not available in this kernel; {RAW_REASON}"
-    assert {s["name"]: s["nr"] for s in enter["syscalls"]} == {p.name: p.syscall_nr for p in HTTP_PROBES}
-    assert {s["name"] for s in exit_["syscalls"]} == {p.name for p in HTTP_PROBES} - {"close"}
-    assert enter["id"] != exit_["id"]
-    assert _kernel_prog_type(enter["id"]) == _kernel_prog_type(exit_["id"]) == "raw_tracepoint"
+    require(all(tracepoint_exists(kernel.tracefs, tp) for tp in SOCK_IO_TRACEPOINTS),
+            "sock:sock_recv_length/sock_send_length (kernel 6.3+), which this machine's kernel has")
+    why = "kprobes not available in this kernel"
+    own = sorted(p["target"] for p in programs if p["reason"] == f"{why}; {OWN_TP_REASON}")
+    assert own == sorted([f"syscalls:sys_{end}_{name}" for name in ("accept4", "accept", "connect")
+                          for end in ("enter", "exit")] + ["syscalls:sys_enter_close"])
+    sock = [p for p in programs if p["reason"] == f"{why}; {SOCK_REASON}"]
+    assert [(p["name"], p["type"], p["target"], p["attached"]) for p in sock] == [
+        ("http_sock_recv_length", "tracepoint", "sock:sock_recv_length", True),
+        ("http_sock_send_length", "tracepoint", "sock:sock_send_length", True)]
+    recv, send = sock
+    assert {s["name"] for s in recv["syscalls"]} == {"read", "readv", "recvfrom", "recvmsg"}
+    assert {s["name"] for s in send["syscalls"]} == {"write", "writev", "sendto", "sendmsg", "sendfile64"}
+    assert {s["name"]: s["nr"] for s in recv["syscalls"] + send["syscalls"]} == {
+        p.name: p.syscall_nr for p in HTTP_PROBES if p.sock_event}
+    assert len(programs) == len(own) + 2 and all(p["attached"] for p in programs)
+    assert {_kernel_prog_type(p["id"]) for p in programs} == {"tracepoint"}
+
+
+@pytest.mark.slow
+def test_forced_raw_syscalls_pair_lists_its_dispatch() -> None:
+    """The raw_syscalls pair (kernels without kprobes before 6.3, or forced): two programs that
+    dispatch every HTTP syscall by id. tests/bpf/test_http_capture.py captures through it."""
+    require(have_root(), "root, to load BPF programs")
+    require(have_bcc(), "BCC's python module")
+    cap = Capture(force="raw_tracepoint")
+    try:
+        programs = cap.stage.status()["programs"]
+        assert [(p["name"], p["type"], p["target"], p["attached"]) for p in programs] == [
+            ("http_sys_enter", "raw_tracepoint", "raw_syscalls:sys_enter", True),
+            ("http_sys_exit", "raw_tracepoint", "raw_syscalls:sys_exit", True)]
+        enter, exit_ = programs
+        assert enter["reason"] == "raw_tracepoint forced by configuration"
+        assert {s["name"]: s["nr"] for s in enter["syscalls"]} == {p.name: p.syscall_nr for p in HTTP_PROBES}
+        assert {s["name"] for s in exit_["syscalls"]} == {p.name for p in HTTP_PROBES} - {"close"}
+        assert _kernel_prog_type(enter["id"]) == _kernel_prog_type(exit_["id"]) == "raw_tracepoint"
+    finally:
+        cap.stage.stop(2.0)
 
 
 def test_non_http_syscall_storm_makes_no_records(capture: Capture) -> None:

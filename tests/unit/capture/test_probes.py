@@ -1,5 +1,6 @@
-"""telegen.capture.probes: attach-method choice per probe: kprobe first, then the raw_syscalls
-dispatch for syscalls, then per-event tracepoints."""
+"""telegen.capture.probes: attach-method choice per probe: kprobe first, then the sock length
+tracepoints for data syscalls, then the raw_syscalls dispatch for syscalls, then per-event
+tracepoints."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 
 from telegen.capture.probes import (
     HTTP_PROBES,
+    OWN_TP_REASON,
     RAW_REASON,
+    SOCK_IO_TRACEPOINTS,
+    SOCK_REASON,
     TCP_PROBES,
     KernelFeatures,
     LoadError,
@@ -28,10 +32,13 @@ CLOSE = next(p for p in HTTP_PROBES if p.name == "close")
 
 
 def _tracefs(root: Path, specs: tuple[ProbeSpec, ...] = HTTP_PROBES, kprobes: bool = False,
-             raw: bool = True) -> Path:
+             raw: bool = True, sock: bool = False) -> Path:
     if raw:
         for event in ("sys_enter", "sys_exit"):
             (root / "events" / "raw_syscalls" / event).mkdir(parents=True, exist_ok=True)
+    if sock:  # kernel 6.3+
+        for tp in SOCK_IO_TRACEPOINTS:
+            (root / "events" / tp.replace(":", "/")).mkdir(parents=True, exist_ok=True)
     for spec in specs:
         for tp in spec.tracepoint:
             category, _, event = tp.partition(":")
@@ -41,8 +48,9 @@ def _tracefs(root: Path, specs: tuple[ProbeSpec, ...] = HTTP_PROBES, kprobes: bo
     return root
 
 
-def _kernel(tracefs: Path | None, kprobes: bool, traceable: frozenset[str] = frozenset()) -> KernelFeatures:
-    return KernelFeatures("6.1.0-test", kprobes, True, tracefs, traceable)
+def _kernel(tracefs: Path | None, kprobes: bool, traceable: frozenset[str] = frozenset(),
+            btf: bool = True) -> KernelFeatures:
+    return KernelFeatures("6.1.0-test", kprobes, btf, tracefs, traceable)
 
 
 def test_probe_table_shape() -> None:
@@ -120,10 +128,43 @@ def test_forced_raw_tracepoint_even_with_kprobes(tmp_path: Path) -> None:
 def test_cflags_for_plan(tmp_path: Path) -> None:
     kernel = _kernel(_tracefs(tmp_path), True, frozenset({"__x64_sys_read"}))
     choices = choose((READ, CLOSE), kernel)
-    assert cflags_for(choices) == ["-DKP_read", "-DRAW_close", "-DRAW_SYSCALLS"]
+    # close alone would not pay for a raw pair that runs for every syscall: its own tracepoint
+    assert cflags_for(choices) == ["-DKP_read", "-DTP_close"]
+    assert choices[1].reason == f"__x64_sys_close is not traceable; {OWN_TP_REASON}"
     assert cflags_for(choose((READ, CLOSE), kernel, force="tracepoint")) == ["-DTP_read", "-DTP_close"]
     (tmp_path / "none" / "events").mkdir(parents=True)
     assert cflags_for(choose((READ,), _kernel(tmp_path / "none", False))) == []
+
+
+def test_sock_length_tracepoints_take_the_data_syscalls(tmp_path: Path) -> None:
+    """6.3+ without kprobes: data syscalls through the sock pair, which runs for socket I/O
+    only; accept, connect and close on their own tracepoints, so no raw pair at all."""
+    kernel = _kernel(_tracefs(tmp_path, sock=True), kprobes=False)
+    choices = {c.spec.name: c for c in plan(HTTP_PROBES, kernel, "HTTP")}
+    data = {name for name, c in choices.items() if c.spec.sock_event}
+    assert data == {"read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile64"}
+    assert {choices[n].method for n in data} == {"sock_tracepoint"}
+    assert choices["read"].reason == f"kprobes not available in this kernel; {SOCK_REASON}"
+    assert {c.method for n, c in choices.items() if n not in data} == {"tracepoint"}
+    assert choices["close"].reason == f"kprobes not available in this kernel; {OWN_TP_REASON}"
+    flags = cflags_for(list(choices.values()))
+    assert "-DSOCK_IO" in flags and "-DSK_read" in flags and "-DTP_close" in flags
+    assert "-DRAW_SYSCALLS" not in flags
+    # kprobes still come first; without BTF (no task registers) the raw pair takes everything
+    assert {c.method for c in choose(HTTP_PROBES, _kernel(tmp_path, kprobes=True))} == {"kprobe"}
+    assert {c.method for c in choose(HTTP_PROBES, _kernel(tmp_path, False, btf=False))} == {"raw_tracepoint"}
+
+
+def test_forced_sock_tracepoint(tmp_path: Path) -> None:
+    choices = {c.spec.name: c for c in choose(HTTP_PROBES, _kernel(_tracefs(tmp_path, sock=True), True),
+                                              force="sock_tracepoint")}
+    assert (choices["write"].method, choices["write"].reason) == ("sock_tracepoint",
+                                                                  "sock_tracepoint forced by configuration")
+    assert choices["connect"].method == "tracepoint" and OWN_TP_REASON in choices["connect"].reason
+    old = choose((READ,), _kernel(_tracefs(tmp_path / "old"), kprobes=True), force="sock_tracepoint")
+    assert old[0].method is None and "kernel 6.3+" in old[0].reason
+    tcp = choose(TCP_PROBES[:1], _kernel(_tracefs(tmp_path, TCP_PROBES), False), force="sock_tracepoint")
+    assert tcp[0].method is None and "no sock-tracepoint variant" in tcp[0].reason
 
 
 def test_plan_without_kprobes_is_all_raw(tmp_path: Path) -> None:
