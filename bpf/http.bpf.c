@@ -635,34 +635,60 @@ static __always_inline int on_data(__u64 pid_tgid, struct syscall_args args, lon
     return 0;
 }
 
-static __always_inline int on_exit(long ret)
+/* The arguments on_enter saved for this task's syscall, taken (0: none, not one of ours). The
+ * raw sys_exit program runs this for every syscall: the task-storage lookup is the filter,
+ * before any other helper. */
+static __always_inline int take_args(struct syscall_args *out)
 {
-    /* The raw sys_exit program runs this for every syscall: the task-storage lookup is the
-     * filter, before any other helper. */
     struct syscall_args *a = http_active.task_storage_get(bpf_get_current_task_btf(), 0, 0);
 
     if (!a || !a->op)
         return 0;
-    struct syscall_args args = *a;
+    *out = *a;
     a->op = 0;
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    return 1;
+}
 
-    if (args.op == OP_ACCEPT || args.op == OP_CONNECT) {
-        /* connect on a non-blocking socket answers -EINPROGRESS (-115) */
-        if ((args.op == OP_ACCEPT && ret >= 0) || (args.op == OP_CONNECT && (ret == 0 || ret == -115))) {
-            __u64 key = conn_key(pid_tgid, args.op == OP_ACCEPT ? (__u32)ret : args.fd);
-            __u8 role = args.op == OP_ACCEPT ? ROLE_SERVER : ROLE_CLIENT;
-            http_role_hint.update(&key, &role);
-            http_conns.delete(&key); /* a reused fd number starts clean */
-            if (args.op == OP_CONNECT) {
-                void *sk = tg_fd_to_sock(args.fd);
-                if (sk)
-                    register_client(sk); /* before its first byte can reach a server */
-            }
+/* accept or connect returned: the new socket's role, and a client's 4-tuple. */
+static __always_inline void socket_opened(struct syscall_args args, long ret)
+{
+    /* connect on a non-blocking socket answers -EINPROGRESS (-115) */
+    if ((args.op == OP_ACCEPT && ret >= 0) || (args.op == OP_CONNECT && (ret == 0 || ret == -115))) {
+        __u64 key = conn_key(bpf_get_current_pid_tgid(), args.op == OP_ACCEPT ? (__u32)ret : args.fd);
+        __u8 role = args.op == OP_ACCEPT ? ROLE_SERVER : ROLE_CLIENT;
+        http_role_hint.update(&key, &role);
+        http_conns.delete(&key); /* a reused fd number starts clean */
+        if (args.op == OP_CONNECT) {
+            void *sk = tg_fd_to_sock(args.fd);
+            if (sk)
+                register_client(sk); /* before its first byte can reach a server */
         }
+    }
+}
+
+/* Exit of any syscall of ours (the raw pair, or a data syscall's own program). */
+static __always_inline int on_exit(long ret)
+{
+    struct syscall_args args;
+
+    if (!take_args(&args))
+        return 0;
+    if (args.op == OP_ACCEPT || args.op == OP_CONNECT) {
+        socket_opened(args, ret);
         return 0;
     }
-    return on_data(pid_tgid, args, ret, 0);
+    return on_data(bpf_get_current_pid_tgid(), args, ret, 0);
+}
+
+/* Exit of accept, accept4 or connect in their own programs: without the data path, which would
+ * make each of them as long to verify as a data program (start-up). */
+static __always_inline int on_exit_opened(long ret)
+{
+    struct syscall_args args;
+
+    if (take_args(&args))
+        socket_opened(args, ret);
+    return 0;
 }
 
 static __always_inline int on_close(__u32 fd)
@@ -776,29 +802,29 @@ int kret__sendfile64(struct pt_regs *ctx) { return on_exit(PT_REGS_RC(ctx)); }
 
 #ifdef TP_accept4
 TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return on_enter(args->fd, 0, OP_ACCEPT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return on_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return on_exit_opened(args->ret); }
 #endif
 #ifdef KP_accept4
 int syscall__accept4(struct pt_regs *ctx, unsigned long fd) { return on_enter(fd, 0, OP_ACCEPT); }
-int kret__accept4(struct pt_regs *ctx) { return on_exit(PT_REGS_RC(ctx)); }
+int kret__accept4(struct pt_regs *ctx) { return on_exit_opened(PT_REGS_RC(ctx)); }
 #endif
 
 #ifdef TP_accept
 TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return on_enter(args->fd, 0, OP_ACCEPT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return on_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return on_exit_opened(args->ret); }
 #endif
 #ifdef KP_accept
 int syscall__accept(struct pt_regs *ctx, unsigned long fd) { return on_enter(fd, 0, OP_ACCEPT); }
-int kret__accept(struct pt_regs *ctx) { return on_exit(PT_REGS_RC(ctx)); }
+int kret__accept(struct pt_regs *ctx) { return on_exit_opened(PT_REGS_RC(ctx)); }
 #endif
 
 #ifdef TP_connect
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) { return on_enter(args->fd, 0, OP_CONNECT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return on_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return on_exit_opened(args->ret); }
 #endif
 #ifdef KP_connect
 int syscall__connect(struct pt_regs *ctx, unsigned long fd) { return on_enter(fd, 0, OP_CONNECT); }
-int kret__connect(struct pt_regs *ctx) { return on_exit(PT_REGS_RC(ctx)); }
+int kret__connect(struct pt_regs *ctx) { return on_exit_opened(PT_REGS_RC(ctx)); }
 #endif
 
 #ifdef TP_close

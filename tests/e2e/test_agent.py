@@ -148,9 +148,13 @@ def test_status_ebpf_reports_attach_methods(agent: RunningAgent) -> None:
     assert ebpf["kernel"]["kprobes"] is False  # this kernel has none
     attached = [p for p in ebpf["programs"] if p["attached"]]
     assert all(p["reason"].startswith("kprobes not available in this kernel") for p in attached)
-    # HTTP: the raw_syscalls pair dispatching by syscall id; TCP: its own tracepoints
-    http = sorted((p["type"], p["target"]) for p in attached if p["name"].startswith("http_"))
-    assert http == [("raw_tracepoint", "raw_syscalls:sys_enter"), ("raw_tracepoint", "raw_syscalls:sys_exit")]
+    # HTTP: the sock length pair dispatching the data syscalls by id, accept/connect/close on
+    # their own tracepoints (no raw_syscalls pair); TCP: its own tracepoints
+    http = {p["target"]: p for p in attached if p["name"].startswith("http_")}
+    assert {p["type"] for p in http.values()} == {"tracepoint"}
+    assert {t for t in http if not t.startswith("syscalls:")} == {"sock:sock_recv_length", "sock:sock_send_length"}
+    assert {t.split("_", 2)[2] for t in http if t.startswith("syscalls:")} == {"accept4", "accept", "connect", "close"}
+    assert {s["name"] for s in http["sock:sock_recv_length"]["syscalls"]} == {"read", "readv", "recvfrom", "recvmsg"}
     assert {p["type"] for p in attached if not p["name"].startswith("http_")} <= {"tracepoint"}
     assert ebpf["ringbuf"]["events_received"] > 0
 

@@ -1,4 +1,5 @@
-"""telegen.capture.loader: how the raw_syscalls pair is described in /status/ebpf (no BCC needed)."""
+"""telegen.capture.loader: how the raw_syscalls and sock length pairs are described in
+/status/ebpf (no BCC needed)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def test_raw_pair_lists_the_syscalls_it_dispatches() -> None:
 def test_raw_pair_not_attached_is_reported() -> None:
     enter, exit_ = _described((b"sys_enter",))
     assert enter["attached"] is True and exit_["attached"] is False
+
+
+def test_sock_pair_lists_the_data_syscalls_each_dispatches() -> None:
+    data = [ProbeChoice(spec, "sock_tracepoint", "sock") for spec in HTTP_PROBES if spec.sock_event]
+    loaded = LoadedBpf.__new__(LoadedBpf)
+    names = ("tracepoint__sock__sock_recv_length", "tracepoint__sock__sock_send_length")
+    loaded._bpf = SimpleNamespace(funcs={n.encode(): SimpleNamespace(fd=-1) for n in names[:1]})
+    loaded._programs = []
+    loaded._attach(data, "http")
+    recv, send = (p.as_dict() for p in loaded.programs())
+    assert (recv["name"], recv["type"], recv["target"], recv["attached"]) == (
+        "http_sock_recv_length", "tracepoint", "sock:sock_recv_length", True)
+    assert (send["name"], send["target"], send["attached"]) == ("http_sock_send_length", "sock:sock_send_length", False)
+    assert [s["name"] for s in recv["syscalls"]] == ["read", "readv", "recvfrom", "recvmsg"]
+    assert {s["name"]: s["nr"] for s in send["syscalls"]} == {"write": 1, "writev": 20, "sendto": 44, "sendmsg": 46,
+                                                              "sendfile64": 40}
 
 
 def test_other_programs_have_no_syscalls_key() -> None:
