@@ -129,6 +129,11 @@ static __always_inline void count(__u32 idx)
         (*c)++;
 }
 
+static __always_inline __u8 op_dir(__u32 op)
+{
+    return op == OP_READ || op == OP_READV || op == OP_RECVMSG ? DIR_INGRESS : DIR_EGRESS;
+}
+
 static __always_inline __u64 conn_key(__u64 pid_tgid, __u32 fd)
 {
     return (pid_tgid & 0xffffffff00000000ULL) | fd;
@@ -614,7 +619,7 @@ static __always_inline int on_data(__u64 pid_tgid, struct syscall_args args, lon
     if (!copy)
         return 0;
     struct data_view *d = &copy->d;
-    __u8 dir = (args.op == OP_READ || args.op == OP_READV || args.op == OP_RECVMSG) ? DIR_INGRESS : DIR_EGRESS;
+    __u8 dir = op_dir(args.op);
 
     d->buf = (const void *)args.buf;
     d->len = d->contig = (__u64)ret;
@@ -985,9 +990,10 @@ static __always_inline int on_sock_io(void *sk, __u16 protocol, int ret, __u8 di
     if (!syscall_regs(&r, (const void *)bpf_task_pt_regs(bpf_get_current_task_btf())))
         return 0;
     __u32 op = sock_op(r.orig_ax);
-    __u8 op_dir = (op == OP_READ || op == OP_READV || op == OP_RECVMSG) ? DIR_INGRESS : DIR_EGRESS;
+    if (!op || op_dir(op) != dir)
+        return 0;
     __u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!op || op_dir != dir || is_self(pid_tgid))
+    if (is_self(pid_tgid))
         return 0;
     struct syscall_args args = {.buf = op == OP_SENDFILE ? 0 : r.si, .fd = (__u32)r.di, .op = op};
     return on_data(pid_tgid, args, ret, sk);

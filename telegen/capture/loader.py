@@ -162,36 +162,28 @@ class LoadedBpf:
                     raise LoadError(f"attaching kprobe {symbol}: {exc}") from exc
                 self._programs.append(ProgramInfo(f"{prefix}_{spec.name}", "kprobe", symbol, False, None,
                                                   f"attach failed: {exc}"))
-        self._describe_raw([c for c in choices if c.method == "raw_tracepoint"], prefix)
-        self._describe_sock([c for c in choices if c.method == "sock_tracepoint"], prefix)
-
-    def _describe_raw(self, raw: list[ProbeChoice], prefix: str) -> None:
-        """The raw_syscalls pair, each listing the syscall ids it dispatches. BCC attached the
-        RAW_TRACEPOINT_PROBE functions (attach_raw_tracepoint) when it loaded the module."""
-        if not raw:
-            return
-        reason = "; ".join(dict.fromkeys(c.reason for c in raw))
-        for tp in RAW_SYSCALL_TRACEPOINTS:
+        # The two dispatching pairs: BCC attached their functions when it loaded the module.
+        raw = [c for c in choices if c.method == "raw_tracepoint"]
+        for tp in RAW_SYSCALL_TRACEPOINTS if raw else ():
             event = tp.partition(":")[2]
-            handled = [c for c in raw if event == "sys_enter" or c.spec.kretprobe]  # close: enter only
             fn = self._bpf.funcs.get(f"raw_tracepoint__{event}".encode())
             attached = fn is not None and event.encode() in self._bpf.raw_tracepoint_fds
-            self._programs.append(ProgramInfo(
-                f"{prefix}_{event}", "raw_tracepoint", tp, attached, _prog_id(fn.fd) if fn else None, reason,
-                [{"name": c.spec.name, "nr": c.spec.syscall_nr} for c in handled]))
-
-    def _describe_sock(self, sock: list[ProbeChoice], prefix: str) -> None:
-        """The sock length tracepoints, each listing the data syscalls it dispatches. BCC
-        attached their TRACEPOINT_PROBE functions when it loaded the module."""
-        if not sock:
-            return
-        reason = "; ".join(dict.fromkeys(c.reason for c in sock))
-        for tp in SOCK_IO_TRACEPOINTS:
+            handled = [c for c in raw if event == "sys_enter" or c.spec.kretprobe]  # close: enter only
+            self._describe_dispatch(prefix, "raw_tracepoint", tp, fn, attached, handled)
+        sock = [c for c in choices if c.method == "sock_tracepoint"]
+        for tp in SOCK_IO_TRACEPOINTS if sock else ():
             category, _, event = tp.partition(":")
             fn = self._bpf.funcs.get(f"tracepoint__{category}__{event}".encode())
-            self._programs.append(ProgramInfo(
-                f"{prefix}_{event}", "tracepoint", tp, fn is not None, _prog_id(fn.fd) if fn else None, reason,
-                [{"name": c.spec.name, "nr": c.spec.syscall_nr} for c in sock if c.spec.sock_event == tp]))
+            self._describe_dispatch(prefix, "tracepoint", tp, fn, fn is not None,
+                                    [c for c in sock if c.spec.sock_event == tp])
+
+    def _describe_dispatch(self, prefix: str, prog_type: str, tp: str, fn: Any, attached: bool,
+                           handled: list[ProbeChoice]) -> None:
+        """One program of a pair that switches on the syscall id, listing the syscalls it handles."""
+        reason = "; ".join(dict.fromkeys(c.reason for c in handled))
+        self._programs.append(ProgramInfo(
+            f"{prefix}_{tp.partition(':')[2]}", prog_type, tp, attached, _prog_id(fn.fd) if fn else None, reason,
+            [{"name": c.spec.name, "nr": c.spec.syscall_nr} for c in handled]))
 
     # ---- descriptions ----
 
