@@ -274,7 +274,10 @@ class Agent:
         if self.tcp_capture and self.tcp_worker:
             tcp = self.tcp_capture.status()
             tcp["tcp"] = {**tcp["tcp"], **self.tcp_worker.status()}
-        return merge_ebpf_status(self.capture.status() if self.capture else None, tcp)
+        status = merge_ebpf_status(self.capture.status() if self.capture else None, tcp)
+        if status and "http" in status:
+            status["http"]["shedding"] = self.processing.shed.status()
+        return status
 
     def _self_metrics(self) -> dict[str, Any]:
         counters = self.capture.counters() if self.capture else {}

@@ -25,6 +25,8 @@ from telegen.signals import SpanRecord
 log = logging.getLogger(__name__)
 
 BATCH = 4096
+# How often arrivals are checked against the budget between the one-second CPU periods.
+ANTICIPATE_EVERY_S = 0.25
 
 
 class ProcessingWorker(QueueWorker):
@@ -54,24 +56,34 @@ class ProcessingWorker(QueueWorker):
         self.error = ""
 
     def _run(self) -> None:
-        window_cpu, window_wall = time.process_time(), time.monotonic()
+        window_cpu, window_wall, window_taken = time.process_time(), time.monotonic(), self.records.taken
+        arrived, arrived_wall = self.records.produced, window_wall
         while not self._stop.is_set():
             batch = self.records.get_batch(BATCH, timeout=0.2)
             if batch:
                 self.process(batch)
             now = time.monotonic()
             if not self.budget_armed.is_set():  # start-up (BPF compiles) is not span work
-                window_cpu, window_wall = time.process_time(), now
-            elif now - window_wall >= 1.0:
+                window_cpu, window_wall, window_taken = time.process_time(), now, self.records.taken
+                arrived, arrived_wall = self.records.produced, now
+                continue
+            if now - arrived_wall >= ANTICIPATE_EVERY_S:
+                before = self.shed.shed_permille
+                shed = self.shed.anticipate(self.records.produced - arrived, now - arrived_wall, now)
+                if shed != before and self._set_shed:
+                    self._set_shed(shed)
+                arrived, arrived_wall = self.records.produced, now
+            if now - window_wall >= 1.0:
                 cpu, was_saturated = time.process_time(), self.shed.saturated
-                shed = self.shed.update(cpu - window_cpu, now - window_wall, self.node_cpu.idle_share())
+                shed = self.shed.update(cpu - window_cpu, now - window_wall, self.node_cpu.idle_share(),
+                                        records=self.records.taken - window_taken)
                 if self.shed.saturated != was_saturated:
                     log.info("node CPU %s: agent budget now %.2f cores (shedding %d permille of spans)",
                              "saturated" if self.shed.saturated else "has idle time again",
                              self.shed.saturated_budget if self.shed.saturated else self.shed.budget, shed)
                 if self._set_shed:
                     self._set_shed(shed)
-                window_cpu, window_wall = cpu, now
+                window_cpu, window_wall, window_taken = cpu, now, self.records.taken
         # drain what is left so SIGTERM loses nothing already captured
         while batch := self.records.get_batch(BATCH):
             self.process(batch)

@@ -70,6 +70,8 @@ def test_tiny_budget_sheds_but_counts_every_exchange(tight_agent: RunningAgent, 
         last = now["exchanges"]
     after = _http(tight_agent)
     assert shed_seen > 0, "the agent never shed although its budget is 0.005 cores"
+    shedding = json.loads(tight_agent.get("/status/ebpf")[1])["http"]["shedding"]
+    assert shedding["budget_cores"] == 0.005 and shedding["record_cost_us"] > 0, shedding
     assert after["sampled_out"] > before["sampled_out"]
     # both sides of every request counted in the kernel, shed or not (other traffic may add a few)
     exchanges = after["exchanges"] - before["exchanges"]

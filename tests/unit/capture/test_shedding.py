@@ -120,3 +120,52 @@ def test_node_cpu_unreadable_or_malformed_is_none(tmp_path: Path) -> None:
     bad = tmp_path / "stat"
     bad.write_text("garbage\n")
     assert NodeCpu(bad).idle_share() is None
+
+
+def test_a_flood_is_cut_before_the_first_period_ends() -> None:
+    """200k records a second at the default 20 us each would take 4 cores: the kept share drops
+    at once to what 95 % of the budget holds, without waiting a period of backlog."""
+    c = ShedController(0.25)
+    assert c.anticipate(50_000, 0.25, now=0.0) == 1000 - int(1000 * 0.95 * 0.25 / 4.0)
+    assert c.status()["flood_cuts"] == 1
+
+
+def test_steady_load_near_the_budget_is_left_to_the_feedback() -> None:
+    c = ShedController(0.25)
+    assert c.anticipate(2_500, 0.25, now=0.0) == 0  # 10k records/s: 0.2 cores
+    assert c.anticipate(3_750, 0.25, now=1.0) == 0  # the same load read in a drain-sized burst
+    assert c.status()["flood_cuts"] == 0
+
+
+def test_records_drawn_before_a_cut_do_not_cut_again() -> None:
+    c = ShedController(0.25)
+    first = c.anticipate(50_000, 0.25, now=0.0)
+    assert c.anticipate(50_000, 0.25, now=0.25) == first  # still in flight from before the cut
+    assert c.anticipate(50_000, 0.25, now=0.75) > first  # the flood goes on at the new rate
+
+
+def test_anticipation_never_sheds_less() -> None:
+    c = ShedController(0.25)
+    for _ in range(3):
+        c.update(2.0, 1.0)
+    held = c.shed_permille
+    assert c.anticipate(10, 0.25, now=0.0) == held
+    assert c.anticipate(0, 0.25, now=1.0) == held
+    assert c.anticipate(10, 0.0, now=2.0) == held
+
+
+def test_the_cost_per_record_is_learned_from_each_period() -> None:
+    c = ShedController(0.25)
+    c.update(0.05, 1.0, records=100)  # too few records to tell
+    assert c.status()["record_cost_us"] == 20.0
+    c.update(0.2, 1.0, records=20_000)  # 10 us a record, averaged with what was known
+    assert c.status()["record_cost_us"] == 15.0
+    # a cheaper agent takes a larger flood before cutting
+    assert c.anticipate(8_000, 0.25, now=0.0) == 0  # 32k records/s at 15 us: 0.48 cores
+
+
+def test_status_names_the_budget_in_force() -> None:
+    c = ShedController(0.25, saturated_budget_cores=0.03)
+    assert c.status() == {"budget_cores": 0.25, "saturated": False, "record_cost_us": 20.0, "flood_cuts": 0}
+    c.update(0.01, 1.0, node_idle=0.0)
+    assert c.status()["budget_cores"] == 0.03 and c.status()["saturated"] is True
