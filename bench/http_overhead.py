@@ -14,7 +14,7 @@ Two regimes (issue 4, Performance):
    exchange count vs wrk's request count, shed ratio.
 
 nginx (``/usr/sbin/nginx``, master + 1 worker) is pinned to CPU 0. The agent is not pinned. In
-ON rounds the agent exports over OTLP/gRPC with its default settings (gzip) to bench/otlp_sink.py,
+ON rounds the agent exports over OTLP/gRPC with its default settings (no compression) to bench/otlp_sink.py,
 a receiver that discards what it gets, pinned to CPU 1 with the load generator.
 The agent is started fresh for each ON round (start-to-ready is measured each time) and
 stopped before the next OFF round. The summary is printed as JSON and written to
@@ -427,6 +427,12 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
     return row
 
 
+def pair_ratios(off: list[dict], on: list[dict], key: str) -> dict:
+    """ON/OFF of each interleaved pair, with their median."""
+    ratios = [round(b["load"][key] / a["load"][key], 3) for a, b in zip(off, on, strict=True) if a["load"][key]]
+    return {"each": ratios, "median": round(statistics.median(ratios), 3) if ratios else None}
+
+
 def summarize(rows: list[dict]) -> dict:
     def on_off(regime: str) -> tuple[list[dict], list[dict]]:
         sel = [r for r in rows if r["regime"] == regime]
@@ -444,6 +450,9 @@ def summarize(rows: list[dict]) -> dict:
             "p99_ms_off": [r["load"]["p99_ms"] for r in off],
             "p99_ms_on": [r["load"]["p99_ms"] for r in on],
             "p99_ratio_on_off_median": round(p99_on / p99_off, 3),
+            # each ON round against the OFF round just before it: the host's drift between
+            # rounds (this VM's OFF p99 moved 1.0-4.4 ms within an hour) cancels within a pair
+            "p99_ratio_pairs": pair_ratios(off, on, "p99_ms"),
             "p50_ms_off": [r["load"]["p50_ms"] for r in off],
             "p50_ms_on": [r["load"]["p50_ms"] for r in on],
             "agent_cpu_ms_per_1k_req": [r["agent_cpu_ms_per_1k_req"] for r in on],
@@ -465,6 +474,7 @@ def summarize(rows: list[dict]) -> dict:
             "rps_off": [r["load"]["rps"] for r in off],
             "rps_on": [r["load"]["rps"] for r in on],
             "throughput_ratio_on_off_median": round(rps_on / rps_off, 3),
+            "throughput_ratio_pairs": pair_ratios(off, on, "rps"),
             "wrk_requests_on": [r["load"]["requests"] for r in on],
             "kernel_exchanges_on": [r["delta"]["exchanges"] for r in on],
             "exchanges_per_wrk_request": [r["exchanges_per_request"] for r in on],
