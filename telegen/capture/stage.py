@@ -112,12 +112,22 @@ class CaptureStage:
             self.records.put_many(records)
 
     def sweep_dead(self) -> int:
+        """Entries of processes gone without close(): in-flight exchanges emitted as closed."""
         if not self.bpf:
             return 0
-        dead = [k for k in self.bpf.hash_keys("http_conns") if not os.path.exists(f"/proc/{k >> 32}")]
+        pids: dict[int, bool] = {}
+
+        def alive(pid: int) -> bool:
+            if pid not in pids:
+                pids[pid] = os.path.exists(f"/proc/{pid}")
+            return pids[pid]
+
+        records, dead, unreadable = self.sweeper.flush_dead(self.bpf.hash_items_raw("http_conns"), alive)
         if dead:
             self.bpf.delete_keys("http_conns", dead)
-            self.evicted_no_response += len(dead)
+            self.evicted_no_response += unreadable
+        if records:
+            self.records.put_many(records)
         return len(dead)
 
     def counters(self) -> dict[str, int]:
@@ -130,6 +140,7 @@ class CaptureStage:
         out["http_emitted"] += self.sweeper.emitted
         out["http_sampled_out"] += self.sweeper.sampled_out
         out["http_pipelined"] += self.sweeper.pipelined_merged
+        out["http_no_response"] += self.sweeper.no_response
         return out
 
     def events_lost(self, counters: dict[str, int] | None = None) -> int:

@@ -5,17 +5,25 @@ of a chunked body. A keep-alive connection that idles after a Content-Length res
 would hold its last exchange indefinitely, so user space reads such entries from the
 pairing map (layout: struct http_conn_state in events.h), turns each into the same record
 the kernel would have written, and deletes the entry (the next request re-tracks it).
+
+A process that exits closes its sockets without a close() syscall, so the kernel never emits
+what it had in flight: the dead-process pass does what the close path would have (a request
+without an answer becomes an exchange without a response, as for a client killed mid-call).
 """
 
 from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
+from typing import Any
 
 from telegen.capture.layouts import (
     EVENT_HTTP_EXCHANGE,
+    HTTP_FLAG_CLOSED,
     HTTP_FLAG_HAS_RESPONSE,
     HTTP_FLAG_IDLE_SWEPT,
+    ST_IDLE,
     ST_RESPONSE,
     http_conn_state_layout,
     http_exchange_layout,
@@ -31,32 +39,61 @@ class IdleSweeper:
         self.emitted = 0
         self.sampled_out = 0
         self.pipelined_merged = 0
+        self.no_response = 0
 
     def sweep(self, items: list[tuple[int, bytes]], now_ns: int | None = None) -> tuple[list[bytes], list[int]]:
         """(records to decode, keys to delete) for every idle entry with a finished response."""
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         records: list[bytes] = []
         done: list[int] = []
-        cap = self.capture_bytes
         for key, raw in items:
             if len(raw) < self._state.size:
                 continue
-            (role, state, flags, family, sampled, _p0, tid, lport, pport, req_len, resp_len, permille, _p1,
-             cgroup_id, start, resp_start, end, req_size, resp_size, pipe_start, _pipe_offset, laddr, paddr,
-             trace_id, span_id, parent, _sk, _req_seq, _p2, req, resp) = \
-                self._state.unpack(raw[: self._state.size])
+            fields = self._state.unpack(raw[: self._state.size])
+            state, end = fields[1], fields[16]
             if state != ST_RESPONSE or not end or now_ns - end < self.idle_ns:
                 continue
             done.append(key)
-            if pipe_start:
-                self.pipelined_merged += 1  # its second answer never started a read of its own
-            if not sampled:
-                self.sampled_out += 1
-                continue
-            records.append(self._event.pack(
-                EVENT_HTTP_EXCHANGE, role, flags | HTTP_FLAG_HAS_RESPONSE | HTTP_FLAG_IDLE_SWEPT, family,
-                key >> 32, tid, key & 0xFFFFFFFF, cgroup_id, start, resp_start, end, req_size, resp_size,
-                laddr, paddr, lport, pport, min(req_len, cap), min(resp_len, cap), permille, b"\0" * 6,
-                trace_id, span_id, parent, req[:cap], resp[:cap]))
-            self.emitted += 1
+            self._finish(records, key, fields, HTTP_FLAG_IDLE_SWEPT, now_ns)
         return records, done
+
+    def flush_dead(self, items: list[tuple[int, bytes]], alive: Callable[[int], bool],
+                   now_ns: int | None = None) -> tuple[list[bytes], list[int], int]:
+        """(records, keys to delete, entries unreadable) for the entries of processes that are
+        gone: what they had in flight is emitted as if closed."""
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
+        records: list[bytes] = []
+        done: list[int] = []
+        unreadable = 0
+        for key, raw in items:
+            if alive(key >> 32):
+                continue
+            done.append(key)
+            if len(raw) < self._state.size:
+                unreadable += 1
+                continue
+            fields = self._state.unpack(raw[: self._state.size])
+            if fields[1] != ST_IDLE:
+                self._finish(records, key, fields, HTTP_FLAG_CLOSED, now_ns)
+        return records, done, unreadable
+
+    def _finish(self, records: list[bytes], key: int, fields: tuple[Any, ...], why: int, now_ns: int) -> None:
+        """One finished exchange, emitted or (shed) counted, as the kernel's emit() does."""
+        (role, state, flags, family, sampled, _p0, tid, lport, pport, req_len, resp_len, permille, _p1,
+         cgroup_id, start, resp_start, end, req_size, resp_size, pipe_start, _pipe_offset, laddr, paddr,
+         trace_id, span_id, parent, _sk, _req_seq, _p2, req, resp) = fields
+        if pipe_start:
+            self.pipelined_merged += 1  # its second answer never started a read of its own
+        answered = state == ST_RESPONSE
+        if not answered:
+            self.no_response += 1
+        if not sampled:
+            self.sampled_out += 1
+            return
+        cap = self.capture_bytes
+        records.append(self._event.pack(
+            EVENT_HTTP_EXCHANGE, role, flags | why | (HTTP_FLAG_HAS_RESPONSE if answered else 0), family,
+            key >> 32, tid, key & 0xFFFFFFFF, cgroup_id, start, resp_start, end or now_ns, req_size, resp_size,
+            laddr, paddr, lport, pport, min(req_len, cap), min(resp_len, cap), permille, b"\0" * 6,
+            trace_id, span_id, parent, req[:cap], resp[:cap]))
+        self.emitted += 1

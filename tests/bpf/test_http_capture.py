@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -230,6 +233,36 @@ def test_sendfile_body_and_close_without_response(capture: Capture, tmp_path: ob
     assert served[0].flags & 0x40  # HTTP_FLAG_SENDFILE
     unanswered = [e for e in got if b"/nothing/" in e.request]
     assert unanswered and all(not e.flags & 0x01 for e in unanswered)
+
+
+def test_a_client_killed_mid_call_leaves_an_exchange_without_response(capture: Capture) -> None:
+    """A process that exits closes its sockets without close(): the dead-process sweep emits
+    its request as the close path would have, not as a loss."""
+    marker = uuid.uuid4().hex
+    release = threading.Event()
+
+    def hold(conn: socket.socket) -> None:
+        read_request(conn)
+        release.wait(10)  # never answers while the client lives
+
+    host, port = serve(hold)
+    code = (f"import socket,sys,time; c=socket.create_connection(({host!r},{port})); "
+            f"c.sendall(b'GET /killed/{marker} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); "
+            "print('sent', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "sent"
+        time.sleep(0.2)  # the server has read it
+    finally:
+        child.kill()
+        child.wait()
+    lost_before = capture.stage.events_lost()
+    assert capture.stage.sweep_dead() >= 1
+    release.set()
+    got = [e for e in capture.wait(marker, 2) if e.role == 2]
+    assert got and got[0].pid == child.pid
+    assert got[0].flags & 0x02 and not got[0].flags & 0x01  # HTTP_FLAG_CLOSED, no response
+    assert capture.stage.events_lost() == lost_before
 
 
 def test_status_reports_programs_maps_and_no_loss(capture: Capture) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from telegen.capture.layouts import (
+    HTTP_FLAG_CLOSED,
     HTTP_FLAG_HAS_RESPONSE,
     HTTP_FLAG_IDLE_SWEPT,
     ST_IDLE,
@@ -124,3 +125,42 @@ def test_mixed_batch() -> None:
     records, done = sweeper.sweep(items, now_ns=NOW)
     assert done == [key(1, i) for i in range(1, 10, 2)]
     assert [ex.fd for ex in RecordDecoder(CAP).decode(records)] == [1, 3, 5, 7, 9]
+
+
+def _alive(pid: int) -> bool:
+    return pid == 1  # every other process has exited
+
+
+def test_a_dead_process_in_flight_request_is_emitted_without_a_response() -> None:
+    """A client killed mid-call (wrk stopping) closes its socket without close(): its request is
+    an exchange without a response, as the kernel's close path would have emitted it."""
+    sweeper = IdleSweeper(CAP, IDLE)
+    entry = state(state=ST_REQUEST, resp_start_ns=0, end_ns=0, resp_len=0, resp_size=0, resp=b"")
+    records, done, unreadable = sweeper.flush_dead([(key(4242, 9), entry)], _alive, now_ns=NOW)
+    assert (done, unreadable) == ([key(4242, 9)], 0)
+    (ex,) = RecordDecoder(CAP).decode(records)
+    assert ex.flags & HTTP_FLAG_CLOSED and not ex.flags & HTTP_FLAG_HAS_RESPONSE
+    assert ex.end_ns == NOW and ex.request == REQ and ex.response == b""
+    assert (sweeper.emitted, sweeper.no_response, sweeper.sampled_out) == (1, 1, 0)
+
+
+def test_a_dead_process_answered_exchange_is_emitted_at_once() -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    fresh = state(end_ns=NOW - 1)  # answered a moment ago: the idle sweep would still wait
+    records, _done, _ = sweeper.flush_dead([(key(4242, 9), fresh)], _alive, now_ns=NOW)
+    (ex,) = RecordDecoder(CAP).decode(records)
+    assert ex.flags & HTTP_FLAG_CLOSED and ex.flags & HTTP_FLAG_HAS_RESPONSE
+    assert ex.end_ns == NOW - 1 and ex.response == RESP
+    assert sweeper.no_response == 0
+
+
+def test_dead_process_entries_idle_shed_or_unreadable_are_deleted_without_records() -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    items = [(key(4242, 1), state(state=ST_IDLE)),
+             (key(4242, 2), state(state=ST_REQUEST, sampled=0)),
+             (key(4242, 3), b"short"),
+             (key(1, 4), state(state=ST_REQUEST))]  # alive: left for close() or the idle sweep
+    records, done, unreadable = sweeper.flush_dead(items, _alive, now_ns=NOW)
+    assert records == [] and unreadable == 1
+    assert done == [key(4242, 1), key(4242, 2), key(4242, 3)]
+    assert (sweeper.sampled_out, sweeper.no_response, sweeper.emitted) == (1, 1, 0)
