@@ -34,7 +34,10 @@ class IdleSweeper:
     def __init__(self, capture_bytes: int, idle_ns: int = 250_000_000) -> None:
         self.capture_bytes = capture_bytes
         self.idle_ns = idle_ns
-        self._state = struct.Struct(http_conn_state_layout(capture_bytes).format)
+        state_layout = http_conn_state_layout(capture_bytes)
+        self._state = struct.Struct(state_layout.format)
+        names = [name for name, _ in state_layout.fields]
+        self._state_at, self._end_at = names.index("state"), names.index("end_ns")
         self._event = struct.Struct(http_exchange_layout(capture_bytes).format)
         self.emitted = 0
         self.sampled_out = 0
@@ -50,7 +53,7 @@ class IdleSweeper:
             if len(raw) < self._state.size:
                 continue
             fields = self._state.unpack(raw[: self._state.size])
-            state, end = fields[1], fields[16]
+            state, end = fields[self._state_at], fields[self._end_at]
             if state != ST_RESPONSE or not end or now_ns - end < self.idle_ns:
                 continue
             done.append(key)
@@ -73,7 +76,7 @@ class IdleSweeper:
                 unreadable += 1
                 continue
             fields = self._state.unpack(raw[: self._state.size])
-            if fields[1] != ST_IDLE:
+            if fields[self._state_at] != ST_IDLE:
                 self._finish(records, key, fields, HTTP_FLAG_CLOSED, now_ns)
         return records, done, unreadable
 
