@@ -82,7 +82,7 @@ class ShedController:
         self.shed_permille = 0
         self.saturated = False
         self.record_cost_s = DEFAULT_RECORD_COST_S
-        self.anticipated = 0  # feed-forward cuts, for /status
+        self.flood_cuts = 0  # feed-forward cuts, for /status
         self._last_used = 0.0
         self._settle_until = 0.0
 
@@ -125,10 +125,10 @@ class ShedController:
         if predicted > FLOOD_FACTOR * budget:
             keep = int((1000 - self.shed_permille) * RECOVER_TARGET * budget / predicted)
             self.shed_permille = max(self.shed_permille, min(MAX_SHED_PERMILLE, 1000 - keep))
-            self.anticipated += 1
+            self.flood_cuts += 1
             self._settle_until = now + ANTICIPATE_SETTLE_S
         return self.shed_permille
 
     def status(self) -> dict[str, float | int | bool]:
         return {"budget_cores": self._budget(), "saturated": self.saturated,
-                "record_cost_us": round(self.record_cost_s * 1e6, 1), "flood_cuts": self.anticipated}
+                "record_cost_us": round(self.record_cost_s * 1e6, 1), "flood_cuts": self.flood_cuts}
