@@ -28,12 +28,14 @@ from telegen.assemble.tcp import ConnectionIndex, PeerFolder, TcpMetrics
 from telegen.assemble.topology import Topology
 from telegen.buildinfo import build_info
 from telegen.capture.probes import LoadError
+from telegen.capture.shedding import ShedController
 from telegen.config import Config, LoadedConfig
 from telegen.control import FlushResult, ReloadApplyError, ReloadResult
 from telegen.decode.records import RecordDecoder
 from telegen.decode.tcp_records import TcpDecoder
 from telegen.discovery.stage import DiscoveryOptions, DiscoveryStage
 from telegen.export.exporter import ExportStage
+from telegen.governor import CostGovernor
 from telegen.logs import RepeatFilter
 from telegen.netif import NetworkInterfaces
 from telegen.pipeline import BoundedQueue
@@ -79,8 +81,9 @@ class Agent:
         self.builder = HttpSpanBuilder(self._routes(cfg), cfg.agent.http.capture_query)
         self.processing = ProcessingWorker(
             self.records, RecordDecoder(ebpf.capture_bytes), self.builder, self.red,
-            self.discovery.enricher.enrich_spans, self.export.submit_spans,
-            self.capture.set_shed if self.capture else None, ebpf.cpu_budget, ebpf.cpu_budget_saturated)
+            self.discovery.enricher.enrich_spans, self.export.submit_spans)
+        self.governor = CostGovernor(self.records, self.capture.set_shed if self.capture else None,
+                                     ShedController(ebpf.cpu_budget, ebpf.cpu_budget_saturated))
         self.processing.span_observers.append(self.topology.observe_groups)
         self._build_tcp(cfg)
         self.api = ApiServer(self, cfg.self_telemetry)
@@ -117,6 +120,7 @@ class Agent:
                 self.discovery.start()
                 self.export.start()
                 self.processing.start()
+                self.governor.start()
                 if self.tcp_worker:
                     self.tcp_worker.start()
             host, port = self.api.bound_address
@@ -133,7 +137,7 @@ class Agent:
             raise
         self._running.set()
         self.phases.running()
-        self.processing.budget_armed.set()  # from here on the agent's CPU is span work: hold the budget
+        self.governor.armed.set()  # from here on the agent's CPU is span work: hold the budget
         # Everything alive now (modules, caches, compiled-program handles) lives for the whole run:
         # out of the collector's sight, so the pipeline's young objects are all it scans.
         gc.freeze()
@@ -147,6 +151,7 @@ class Agent:
         if self.tcp_capture and self.tcp_worker:
             self.tcp_capture.stop(timeout=2.0)
             self.tcp_worker.stop(timeout=2.0)
+        self.governor.stop(timeout=1.0)
         self.processing.stop(timeout=max(0.5, deadline - time.monotonic()))
         self.export.stop(timeout=max(0.5, deadline - time.monotonic() - 0.5))
         self.discovery.stop(timeout=1.0)
@@ -216,7 +221,7 @@ class Agent:
         return self.export.flush(timeout)
 
     def health(self) -> tuple[bool, str]:
-        checks = [self.processing.healthy(), self.api.healthy(), self.export.healthy()]
+        checks = [self.processing.healthy(), self.governor.healthy(), self.api.healthy(), self.export.healthy()]
         if self.capture:
             checks.append(self.capture.healthy())
         if self.tcp_capture and self.tcp_worker:
@@ -276,7 +281,7 @@ class Agent:
             tcp["tcp"] = {**tcp["tcp"], **self.tcp_worker.status()}
         status = merge_ebpf_status(self.capture.status() if self.capture else None, tcp)
         if status and "http" in status:
-            status["http"]["shedding"] = self.processing.shed.status()
+            status["http"]["shedding"] = self.governor.status()
         return status
 
     def _self_metrics(self) -> dict[str, Any]:
@@ -290,5 +295,6 @@ class Agent:
             "decode_errors": self.processing.decode_errors(),
             "route_overflow": dict(self.builder.routes.overflowed),
             "logs_suppressed": self._repeat.suppressed if self._repeat else 0,
+            "memory_released_bytes": self.governor.memory_released_bytes,
         }
 

@@ -43,9 +43,16 @@ class BoundedQueue(Generic[T]):
         self.produced = 0
         self.taken = 0
         self.dropped: collections.Counter[str] = collections.Counter()
+        self._deepest = 0  # most items waiting at once since take_deepest()
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def take_deepest(self) -> int:
+        """The most items that waited at once since the last call (a backlog's depth)."""
+        with self._cond:
+            deepest, self._deepest = max(self._deepest, len(self._items)), len(self._items)
+            return deepest
 
     @property
     def size_bytes(self) -> int:
@@ -74,6 +81,7 @@ class BoundedQueue(Generic[T]):
                 self.produced += len(items)
                 self._items.extend(zip(items, costs, strict=True))
                 self._bytes += total
+                self._deepest = max(self._deepest, len(self._items))
                 if items:
                     self._cond.notify_all()
                 return len(items)
@@ -96,6 +104,7 @@ class BoundedQueue(Generic[T]):
                 self._bytes += cost
                 accepted += 1
             if accepted:
+                self._deepest = max(self._deepest, len(self._items))
                 self._cond.notify_all()
         return accepted
 
@@ -110,6 +119,7 @@ class BoundedQueue(Generic[T]):
                 items = items[:room]
             if items:
                 self._items.extend(zip(items, itertools.repeat(0)))
+                self._deepest = max(self._deepest, len(self._items))
                 self._cond.notify_all()
             return len(items)
 

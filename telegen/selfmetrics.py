@@ -78,3 +78,6 @@ class SelfCollector(Collector):
         yield overflow
         yield CounterMetricFamily("telegen_log_messages_suppressed", "Repeated log lines suppressed.",
                                   value=s["logs_suppressed"])
+        yield CounterMetricFamily("telegen_memory_released_bytes",
+                                  "Free heap memory handed back to the kernel after record backlogs (malloc_trim).",
+                                  value=s["memory_released_bytes"])

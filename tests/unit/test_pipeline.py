@@ -183,3 +183,16 @@ def test_uncosted_batch_put_keeps_order_and_counts_the_refused() -> None:
     assert q.produced == 8 and q.dropped["queue_full"] == 3
     assert q.get_batch(10) == [0, 1, 2, 3, 4]
     assert q.produced == len(q) + q.taken + q.dropped_total
+
+
+def test_take_deepest_reports_the_backlog_between_calls() -> None:
+    q: BoundedQueue[int] = BoundedQueue("q", 100)
+    q.put_many(list(range(30)))
+    q.get_batch(25)
+    q.put_many(list(range(10)))  # 15 waiting now; 30 at the deepest
+    assert q.take_deepest() == 30
+    assert q.take_deepest() == 15  # what still waits is where the next window starts
+    q.get_batch(100)
+    q.put(1)
+    assert q.take_deepest() == 15
+    assert q.take_deepest() == 1

@@ -3,11 +3,12 @@ drains once more on stop."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
 
-from telegen.capture.reader import RingbufReader
+from telegen.capture.reader import FLOOD_RECORDS, RingbufReader
 from telegen.pipeline import BoundedQueue
 
 
@@ -83,3 +84,23 @@ def test_a_failing_read_kills_the_thread_visibly() -> None:
     wait_for(lambda: not reader.alive())
     assert not reader.alive()
     assert reader.error == "RuntimeError: ring corrupt"
+
+
+def test_a_flood_is_read_again_at_a_tenth_of_the_interval() -> None:
+    """A drain of FLOOD_RECORDS or more: the next comes at interval/10, before the ring fills;
+    a small one puts the timer back."""
+    source, out = FakeSource(), BoundedQueue[bytes]("t", 100_000)
+    reads: list[float] = []
+    flood = [b"r"] * FLOOD_RECORDS
+
+    def read() -> list[bytes]:
+        reads.append(time.monotonic())
+        return flood if len(reads) <= 2 else source.read()
+
+    reader = RingbufReader(read, out, interval=0.5)
+    reader.start()
+    wait_for(lambda: len(reads) >= 4, timeout=3.0)
+    reader.stop(1.0)
+    gaps = [b - a for a, b in itertools.pairwise(reads)]
+    assert gaps[0] < 0.25 and gaps[1] < 0.25, gaps  # flooded twice: 0.05 s apart
+    assert gaps[2] >= 0.45, gaps  # a quiet read: back to the 0.5 s timer
