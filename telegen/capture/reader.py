@@ -1,30 +1,33 @@
-"""Ring-buffer drain thread: wakes on a short timer (the kernel never wakes it per event),
-reads every record committed since the last drain in one batch into a bounded queue, and dies
-loudly (healthz reports it) rather than silently."""
+"""Ring-buffer drain thread: wakes on a short timer, or early when the kernel forces a wakeup
+(a watermark, never per event: see ring_wakeup_flag in bpf/http.bpf.c), reads every record
+committed since the last drain in one batch into a bounded queue, and dies loudly (healthz
+reports it) rather than silently."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from telegen.pipeline import BoundedQueue
 
 log = logging.getLogger(__name__)
 
-# Records in one drain that mean a flood: a tenth of what fits in the default 8 MiB ring buffer
-# (650-byte HTTP records); 5,000 req/s brings about 500 per 50 ms drain.
-FLOOD_RECORDS = 1200
-
 
 class RingbufReader:
     """Drains `read` (e.g. MappedRingbuf.read: records since the last call, in order) every
-    `interval` seconds, and once more on stop so what was captured before SIGTERM is kept."""
+    `interval` seconds, sooner when `wakeup_fd` (the ring map's) turns readable, and once more
+    on stop so what was captured before SIGTERM is kept."""
 
-    def __init__(self, read: Callable[[], list[bytes]], out: BoundedQueue[bytes], interval: float = 0.05) -> None:
+    def __init__(self, read: Callable[[], list[bytes]], out: BoundedQueue[bytes], interval: float = 0.05,
+                 wakeup_fd: int | None = None) -> None:
         self._read = read
         self._out = out
         self._interval = interval
+        self._wakeup_fd = wakeup_fd
+        self.wakeups = 0  # drains the kernel asked for before the timer
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.received = 0
@@ -36,15 +39,31 @@ class RingbufReader:
 
     def _run(self) -> None:
         try:
-            wait = self._interval
-            while not self._stop.wait(wait):
-                # a large read means a flood (the shed rate takes up to 0.25 s to follow): read
-                # again soon, before the ring fills (wrk on 2 cores: 8 MiB in about 40 ms)
-                wait = self._interval / 10 if self.drain() >= FLOOD_RECORDS else self._interval
+            with self._waiter() as wait:
+                while not self._stop.is_set():
+                    wait()
+                    self.drain()
             self.drain()
         except Exception as exc:  # a dead reader must be visible in /healthz, not a silent stall
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("ring-buffer reader died")
+
+    @contextlib.contextmanager
+    def _waiter(self) -> Iterator[Callable[[], None]]:
+        """A wait of one interval that the kernel's wakeup cuts short. Edge-triggered: the
+        ring's poll is readable whenever it holds data, the edge comes only from a wakeup."""
+        if self._wakeup_fd is None:
+            def sleep() -> None:
+                self._stop.wait(self._interval)
+            yield sleep
+            return
+        with select.epoll() as ep:
+            ep.register(self._wakeup_fd, select.EPOLLIN | select.EPOLLET)
+
+            def wait() -> None:
+                if ep.poll(self._interval):
+                    self.wakeups += 1
+            yield wait
 
     def drain(self) -> int:
         """One read into the queue (the queue counts what it refuses); returns records read."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import platform
 from typing import Any, Protocol
 
@@ -44,7 +45,18 @@ class RecordSource(Protocol):
 
     def read(self) -> list[bytes]: ...
 
+    def wakeup_fd(self) -> int:
+        """The ring map's fd, for epoll: readable when the kernel forces a wakeup."""
+        ...
+
     def close(self) -> None: ...
+
+
+def wake_every(ring_bytes: int, record_bytes: int, cpus: int) -> int:
+    """Records per CPU between two forced wakeups: all CPUs together stay under a quarter of
+    the ring, so a flood is drained before it fills; at most 1,024 (a drain's worth), at least 1."""
+    records = ring_bytes // ((record_bytes + HEADER_SIZE + 7) & ~7)
+    return max(1, min(1024, records // (4 * max(1, cpus))))
 
 
 def mapped_reads_safe(machine: str | None = None) -> bool:
@@ -122,6 +134,7 @@ class MappedRingbuf:
         except OSError:
             self._consumer.close()
             raise
+        self._fd = os.dup(map_fd)  # for epoll, ours for the same reason
         # Positions go through memoryviews: an item load or store is one aligned 8-byte memcpy (a
         # single mov). Never struct.pack_into: it zeroes the field before writing it, the kernel
         # then sees consumer_pos 0 for a moment and refuses reserves (measured: records lost).
@@ -150,11 +163,15 @@ class MappedRingbuf:
         """Bytes between consumer and producer (committed or not): how full the ring is."""
         return int(self._prod[0] - self._cons[0])
 
+    def wakeup_fd(self) -> int:
+        return self._fd
+
     def close(self) -> None:
         for view in reversed(self._views):  # derived views first: a base with exports refuses release
             view.release()
         self._data.close()
         self._consumer.close()
+        os.close(self._fd)
 
 
 class CallbackRingbuf:
@@ -165,7 +182,8 @@ class CallbackRingbuf:
     def __init__(self, bpf: Any, map_name: str) -> None:
         self._bpf = bpf
         self._batch: list[bytes] = []
-        bpf[map_name.encode()].open_ring_buffer(self._callback)
+        self._table = bpf[map_name.encode()]
+        self._table.open_ring_buffer(self._callback)
 
     def _callback(self, _ctx: Any, data: Any, size: int) -> int:
         self._batch.append(ctypes.string_at(data, size))  # runs inside libbpf's loop: only copy
@@ -175,6 +193,9 @@ class CallbackRingbuf:
         self._bpf.ring_buffer_consume()  # every ring opened on this module; each keeps its own batch
         batch, self._batch = self._batch, []
         return batch
+
+    def wakeup_fd(self) -> int:
+        return int(self._table.map_fd)  # BCC's, open as long as the module is
 
     def close(self) -> None:
         """Nothing to release: BPF.cleanup() frees libbpf's ring_buffer."""

@@ -4,6 +4,7 @@ keep the pairing map clean, and publish /status/ebpf."""
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import secrets
 import threading
@@ -12,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from telegen.capture.btf import BtfError, http_defines, kernel_btf
-from telegen.capture.layouts import COUNTERS
+from telegen.capture.layouts import COUNTERS, http_exchange_layout
 from telegen.capture.loader import LoadedBpf, LoadError
 from telegen.capture.probes import HTTP_PROBES, AttachType, KernelFeatures, ProbeChoice, detect_kernel, plan
 from telegen.capture.reader import RingbufReader
+from telegen.capture.ringbuf import wake_every
 from telegen.capture.sweep import IdleSweeper
 from telegen.config import EbpfConfig
 from telegen.pipeline import BoundedQueue
@@ -71,10 +73,14 @@ class CaptureStage:
             raise LoadError(f"kernel BTF is needed for socket addresses: {exc}") from exc
         defines.update(CAPTURE_BYTES=self.cfg.capture_bytes, MAX_CONNS=self.cfg.max_connections,
                        RINGBUF_PAGES=self.cfg.ringbuf_pages, SELF_TGID=self.self_pid if self.cfg.exclude_self else 0,
+                       RINGBUF_WAKE_EVERY=wake_every(self.cfg.ringbuf_pages * mmap.PAGESIZE,
+                                                     http_exchange_layout(self.cfg.capture_bytes).size,
+                                                     os.cpu_count() or 1),
                        # keys the hash behind trace ids: unpredictable, one per start (63 bits: a C literal)
                        TRACE_SALT=secrets.randbits(63))
         self.bpf = LoadedBpf("http.bpf.c", self.choices, defines, "http")
-        self.reader = RingbufReader(self.bpf.open_ringbuf("http_events").read, self.records)
+        ring = self.bpf.open_ringbuf("http_events")
+        self.reader = RingbufReader(ring.read, self.records, wakeup_fd=ring.wakeup_fd())
         self.reader.start()
         self._janitor = threading.Thread(target=self._janitor_loop, name="telegen-bpf-janitor", daemon=True)
         self._janitor.start()

@@ -43,6 +43,27 @@ def capture(request: pytest.FixtureRequest) -> Iterator[Capture]:
     cap.stage.stop(2.0)
 
 
+def test_a_burst_wakes_the_reader_before_its_timer(capture: Capture) -> None:
+    """Records are submitted without a wakeup, except each CPU's every RINGBUF_WAKE_EVERY-th
+    (ring_wakeup_flag): enough exchanges that some CPU crosses its watermark must wake the
+    reader through epoll, and every exchange still arrives."""
+    from telegen.capture.layouts import http_exchange_layout
+    from telegen.capture.ringbuf import wake_every
+
+    reader = capture.stage.reader
+    assert reader is not None
+    cpus = os.cpu_count() or 1
+    per_cpu = wake_every(capture.cfg.ringbuf_pages * 4096, http_exchange_layout(capture.cfg.capture_bytes).size, cpus)
+    requests = (per_cpu * cpus) // 2 + 1  # two records each: one CPU must emit per_cpu or more
+    marker = uuid.uuid4().hex
+    before = reader.wakeups
+    host, port = serve(ok_handler())
+    keepalive_gets(host, port, f"/burst/{marker}", requests)
+    got = capture.wait(marker, 2 * requests, timeout=10.0)
+    assert len(got) == 2 * requests
+    assert reader.wakeups > before, f"{2 * requests} records, {per_cpu} per CPU between wakeups, none forced"
+
+
 def test_keepalive_exchanges_both_sides(capture: Capture) -> None:
     marker = uuid.uuid4().hex
     host, port = serve(ok_handler())
