@@ -292,6 +292,8 @@ discovery:
             "exchanges": status["http"]["exchanges"],
             "emitted": status["http"].get("emitted"),
             "sampled_out": status["http"]["sampled_out"],
+            # queued records re-drawn at the kernel's new rate after a cut (emitted = spans + thinned)
+            "thinned": status["http"].get("shedding", {}).get("thinned"),
             "shed_permille": status["http"]["shed_permille"],
             "spans_collected": float(m.group(1)) if m else float("nan"),
             "spans_exported": export["queues"]["traces"]["exported"],
@@ -401,7 +403,7 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
         drained = agent.wait_drained(before)
         row["rss_mib_end"] = rss_mib(agent.proc.pid)
         d = {k: drained[k] - before[k] for k in ("events_lost", "exchanges", "sampled_out",
-                                                 "spans_collected", "emitted", "dropped_in_agent",
+                                                 "spans_collected", "emitted", "thinned", "dropped_in_agent",
                                                  "spans_exported", "spans_export_dropped")
              if isinstance(before.get(k), (int, float))}
         row["agent"] = "on"

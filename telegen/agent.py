@@ -81,7 +81,7 @@ class Agent:
         self.builder = HttpSpanBuilder(self._routes(cfg), cfg.agent.http.capture_query)
         self.processing = ProcessingWorker(
             self.records, RecordDecoder(ebpf.capture_bytes), self.builder, self.red,
-            self.discovery.enricher.enrich_spans, self.export.submit_spans)
+            self.discovery.enricher.enrich_spans, self.export.submit_spans, self._kernel_keep)
         self.governor = CostGovernor(self.records, self.capture.set_shed if self.capture else None,
                                      ShedController(ebpf.cpu_budget, ebpf.cpu_budget_saturated))
         self.processing.span_observers.append(self.topology.observe_groups)
@@ -103,6 +103,10 @@ class Agent:
             tcp_capture.live if tcp_capture else None) if tcp_capture else None
         if tcp_capture:
             self.builder.connection_lookup = self.conn_index.lookup
+
+    def _kernel_keep(self) -> int:
+        """Permille of exchanges the kernel emits now."""
+        return 1000 - self.capture.shed_permille if self.capture else 1000
 
     @staticmethod
     def _routes(cfg: Config) -> RouteResolver:
@@ -281,7 +285,7 @@ class Agent:
             tcp["tcp"] = {**tcp["tcp"], **self.tcp_worker.status()}
         status = merge_ebpf_status(self.capture.status() if self.capture else None, tcp)
         if status and "http" in status:
-            status["http"]["shedding"] = self.governor.status()
+            status["http"]["shedding"] = {**self.governor.status(), "thinned": self.processing.thinner.thinned}
         return status
 
     def _self_metrics(self) -> dict[str, Any]:
@@ -296,5 +300,6 @@ class Agent:
             "route_overflow": dict(self.builder.routes.overflowed),
             "logs_suppressed": self._repeat.suppressed if self._repeat else 0,
             "memory_released_bytes": self.governor.memory_released_bytes,
+            "exchanges_thinned": self.processing.thinner.thinned,
         }
 

@@ -17,6 +17,7 @@ from telegen.assemble.red import RedMetrics
 from telegen.assemble.span_groups import SpanGroups
 from telegen.clock import MonotonicToWall
 from telegen.decode.records import RecordDecoder
+from telegen.decode.thinning import RecordThinner
 from telegen.pipeline import BoundedQueue, QueueWorker
 from telegen.signals import SpanRecord
 
@@ -36,9 +37,14 @@ class ProcessingWorker(QueueWorker):
 
     def __init__(self, records: BoundedQueue[bytes], decoder: RecordDecoder, builder: HttpSpanBuilder,
                  red: RedMetrics, enrich: Callable[[list[SpanRecord]], None],
-                 submit: Callable[[list[SpanRecord]], None]) -> None:
+                 submit: Callable[[list[SpanRecord]], None], kernel_keep: Callable[[], int] = lambda: 1000,
+                 thinner: RecordThinner | None = None) -> None:
         super().__init__(records)
         self.decoder = decoder
+        # The kernel's keep rate now (permille): queued records drawn at a higher one are
+        # re-drawn at it before decode, so a flood cut also cuts the backlog it left.
+        self._kernel_keep = kernel_keep
+        self.thinner = thinner or RecordThinner(decoder.capture_bytes)
         self.builder = builder
         self.red = red
         self._enrich = enrich
@@ -63,7 +69,7 @@ class ProcessingWorker(QueueWorker):
     def process(self, batch: list[bytes]) -> None:
         """Errors stop here: a bad batch is counted and dropped, never raised into the loop."""
         try:
-            exchanges = self.decoder.decode(batch)
+            exchanges = self.decoder.decode(self.thinner.thin(batch, self._kernel_keep()))
             spans = self.builder.build(exchanges, self.clock.offset())
             self._emit(spans)
         except Exception as exc:

@@ -78,6 +78,10 @@ class SelfCollector(Collector):
         yield overflow
         yield CounterMetricFamily("telegen_log_messages_suppressed", "Repeated log lines suppressed.",
                                   value=s["logs_suppressed"])
+        yield CounterMetricFamily("telegen_http_exchanges_thinned",
+                                  "Queued exchange records dropped before decode after the kernel's shed rate rose "
+                                  "(re-drawn at the new rate; RED stays weighted).",
+                                  value=s["exchanges_thinned"])
         yield CounterMetricFamily("telegen_memory_released_bytes",
                                   "Free heap memory handed back to the kernel after record backlogs (malloc_trim).",
                                   value=s["memory_released_bytes"])

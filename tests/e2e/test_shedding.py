@@ -72,6 +72,8 @@ def test_tiny_budget_sheds_but_counts_every_exchange(tight_agent: RunningAgent, 
     assert shed_seen > 0, "the agent never shed although its budget is 0.005 cores"
     shedding = json.loads(tight_agent.get("/status/ebpf")[1])["http"]["shedding"]
     assert shedding["budget_cores"] == 0.005 and shedding["record_cost_us"] > 0, shedding
+    assert shedding["thinned"] >= 0, shedding  # queued records re-drawn after a cut, counted
+    assert re.search(r"^telegen_http_exchanges_thinned_total ", tight_agent.get("/metrics")[1], re.M)
     assert after["sampled_out"] > before["sampled_out"]
     # both sides of every request counted in the kernel, shed or not (other traffic may add a few)
     exchanges = after["exchanges"] - before["exchanges"]

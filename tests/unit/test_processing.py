@@ -13,6 +13,7 @@ from telegen.assemble.routes import RouteResolver
 from telegen.decode.records import RecordDecoder
 from telegen.pipeline import BoundedQueue
 from telegen.processing import YIELD_EVERY, ProcessingWorker
+from telegen.signals import SpanRecord
 
 
 def test_a_drain_is_processed_in_chunks_with_a_yield_after_each(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,3 +32,17 @@ def test_a_drain_is_processed_in_chunks_with_a_yield_after_each(monkeypatch: pyt
     worker.stop(2.0)
     assert chunks == [YIELD_EVERY] * 3 + [5]  # in order, nothing lost or repeated
     assert yields == [1, 2, 3, 4]  # the CPU offered back after every chunk
+
+
+def test_a_backlog_drawn_before_a_cut_is_thinned_to_the_kernels_rate_before_decode() -> None:
+    from tests.unit.decode.test_thinning import CAPTURE, record
+
+    spans: list[SpanRecord] = []
+    worker = ProcessingWorker(BoundedQueue("records", 10), RecordDecoder(CAPTURE),
+                              HttpSpanBuilder(RouteResolver([], 100)), RedMetrics(), lambda batch: None,
+                              spans.extend, kernel_keep=lambda: 100)
+    worker.process([record(1000, start_ns=1_000_000 + i) for i in range(5_000)])
+    assert 500 - 150 < len(spans) < 500 + 150  # the kernel keeps 10 % now: so does the backlog
+    assert worker.thinner.thinned == 5_000 - len(spans)
+    assert {span.sample_weight for span in spans} == {10.0}  # each stands for ten exchanges
+    assert worker.decode_errors() == {}
