@@ -1,8 +1,8 @@
 """Re-draw queued records at the kernel's current keep rate, before decode.
 
-The governor cuts a flood in the kernel within 0.25 s, but what is already in the ring buffer
-and the records queue was drawn at the old rate: about 50k records when `wrk` starts, half a
-second of agent CPU. Each record carries the keep rate it was drawn at (`sample_permille`); one
+The governor cuts a flood in the kernel within 0.1 s, but what is already in the ring buffer
+and the records queue was drawn at the old rate: 10k-35k records when `wrk` starts, a large
+share of a second of agent CPU. Each record carries the keep rate it was drawn at (`sample_permille`); one
 drawn at r while the kernel now keeps k < r is kept with probability k / r and re-weighted to
 1000 / k: the same as if the kernel had drawn it at k, so RED histograms stay unbiased and span
 work follows a cut at once. The draw hashes the trace id, so the two ends of a call that the

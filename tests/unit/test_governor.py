@@ -63,7 +63,7 @@ def test_nothing_is_steered_before_the_agent_arms_it(tmp_path: Path) -> None:
     assert shed == [] and governor.controller.shed_permille == 0
 
 
-def test_a_flood_is_cut_on_the_next_quarter_second(tmp_path: Path) -> None:
+def test_a_flood_is_cut_on_the_next_check(tmp_path: Path) -> None:
     shed: list[int] = []
     governor, machine, records = _governor(tmp_path, shed)
     governor.armed.set()
