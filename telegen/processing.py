@@ -24,11 +24,14 @@ from telegen.signals import SpanRecord
 log = logging.getLogger(__name__)
 
 BATCH = 4096
-# Records processed between two sched_yield() calls (about 0.3 ms of work). A workload thread
+# Records processed between two sched_yield() calls (about 0.6 ms of work). A workload thread
 # waking on this CPU otherwise waits for the agent's slice to run out (1.4 ms with EEVDF on
 # 2 CPUs): a 250-record drain at 5,000 req/s is 2-3 ms of processing, and it showed in nginx's
-# p99 (1.6-2.0 ms against 0.8-1.0 with the agent's user space stopped; 0.7-1.1 yielding).
-YIELD_EVERY = 32
+# p99 (1.6-2.0 ms against 0.8-1.0 with the agent's user space stopped; 0.7-1.1 yielding). Each
+# chunk pays the per-batch work once (live, 5,000 req/s, ms of agent CPU per 1k requests / p99:
+# chunks of 32 15.2-17.5 / 1.3-1.4 ms, 64 13.7-15.6 / 1.1-1.4, 128 12.3-14.1 / 1.2-1.6, none
+# 12.5-14.7 / 2.2-2.5).
+YIELD_EVERY = 64
 
 
 class ProcessingWorker(QueueWorker):
