@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 from collections.abc import Callable
 from typing import cast
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
+import psutil
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -29,13 +28,12 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _TRIM = _malloc_trim()
 
 
+_SELF = psutil.Process()
+
+
 def resident_bytes() -> int:
-    """This process's resident set, from /proc/self/statm (0 when unreadable)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
+    """This process's resident set (what telegen_process_resident_memory_bytes shows)."""
+    return int(_SELF.memory_info().rss)
 
 
 def release_free_memory() -> int | None:

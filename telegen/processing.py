@@ -40,14 +40,13 @@ class ProcessingWorker(QueueWorker):
 
     def __init__(self, records: BoundedQueue[bytes], decoder: RecordDecoder, builder: HttpSpanBuilder,
                  red: RedMetrics, enrich: Callable[[list[SpanRecord]], None],
-                 submit: Callable[[list[SpanRecord]], None], kernel_keep: Callable[[], int] = lambda: 1000,
-                 thinner: RecordThinner | None = None) -> None:
+                 submit: Callable[[list[SpanRecord]], None], kernel_keep: Callable[[], int] = lambda: 1000) -> None:
         super().__init__(records)
         self.decoder = decoder
         # The kernel's keep rate now (permille): queued records drawn at a higher one are
         # re-drawn at it before decode, so a flood cut also cuts the backlog it left.
         self._kernel_keep = kernel_keep
-        self.thinner = thinner or RecordThinner(decoder.capture_bytes)
+        self.thinner = RecordThinner(decoder.layout)
         self.builder = builder
         self.red = red
         self._enrich = enrich

@@ -47,7 +47,6 @@ class RecordDecoder:
     """Turns raw records into HttpExchange; counts what it rejects by kind."""
 
     def __init__(self, capture_bytes: int) -> None:
-        self.capture_bytes = capture_bytes
         self.layout = http_exchange_layout(capture_bytes)
         self._struct = struct.Struct(self.layout.format)
         # The fixed part only: the captured bytes are sliced straight from the record, so the

@@ -11,14 +11,15 @@ kernel linked (one trace id) are kept or dropped together.
 
 from __future__ import annotations
 
-from telegen.capture.layouts import EVENT_HTTP_EXCHANGE, http_exchange_layout
+from telegen.capture.layouts import EVENT_HTTP_EXCHANGE, Layout
 
 _NO_TRACE = bytes(16)
 
 
 class RecordThinner:
-    def __init__(self, capture_bytes: int) -> None:
-        offsets = http_exchange_layout(capture_bytes).offsets()
+    def __init__(self, layout: Layout) -> None:
+        """`layout`: the http_exchange_event layout the records follow (the decoder's)."""
+        offsets = layout.offsets()
         self._rate_at = offsets["sample_permille"]
         self._trace_at = offsets["trace_id"]
         self._start_at = offsets["start_ns"]

@@ -25,7 +25,7 @@ def record(permille: int, trace_id: bytes | None = None, start_ns: int = 1) -> b
 
 
 def test_records_drawn_at_a_higher_rate_are_thinned_to_the_current_one_and_reweighted() -> None:
-    thinner = RecordThinner(CAPTURE)
+    thinner = RecordThinner(LAYOUT)
     batch = [record(1000) for _ in range(20_000)]
     kept = thinner.thin(batch, 100)
     assert 2_000 - 300 < len(kept) < 2_000 + 300  # 10 %, within 7 sigma
@@ -36,7 +36,7 @@ def test_records_drawn_at_a_higher_rate_are_thinned_to_the_current_one_and_rewei
 
 
 def test_rates_already_at_or_under_the_current_one_pass_untouched() -> None:
-    thinner = RecordThinner(CAPTURE)
+    thinner = RecordThinner(LAYOUT)
     batch = [record(50), record(100), record(0)]
     assert thinner.thin(batch, 100) == batch
     everything = [record(1000) for _ in range(10)]
@@ -45,7 +45,7 @@ def test_rates_already_at_or_under_the_current_one_pass_untouched() -> None:
 
 
 def test_both_ends_of_a_linked_call_share_the_draw() -> None:
-    thinner = RecordThinner(CAPTURE)
+    thinner = RecordThinner(LAYOUT)
     pairs = [RNG.randbytes(16) for _ in range(2_000)]
     batch = [record(1000, trace) for trace in pairs for _ in (0, 1)]  # client and server
     kept = thinner.thin(batch, 300)
@@ -55,13 +55,13 @@ def test_both_ends_of_a_linked_call_share_the_draw() -> None:
 
 
 def test_records_without_ids_are_drawn_on_their_start_time_not_all_together() -> None:
-    thinner = RecordThinner(CAPTURE)
+    thinner = RecordThinner(LAYOUT)
     batch = [record(1000, bytes(16), start_ns=RNG.getrandbits(62)) for _ in range(5_000)]
     kept = thinner.thin(batch, 500)
     assert 2_500 - 400 < len(kept) < 2_500 + 400
 
 
 def test_short_or_foreign_records_pass_to_the_decoder() -> None:
-    thinner = RecordThinner(CAPTURE)
+    thinner = RecordThinner(LAYOUT)
     garbage = [b"", b"\x01" * 10, b"\x09" + bytes(len(record(1000)) - 1)]
     assert thinner.thin(garbage, 1) == garbage and thinner.thinned == 0
