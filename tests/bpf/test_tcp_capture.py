@@ -105,12 +105,19 @@ def nft(ns: str, table: str, rule: str) -> None:
                    capture_output=True, timeout=10)
 
 
+# When each test's listener was opened (CLOCK_MONOTONIC, the records' clock): bind(0) can hand
+# out a port an earlier test's client used, and the capture keeps every record it has seen.
+_LISTENED_AT: dict[int, int] = {}
+
+
 def listener() -> tuple[socket.socket, int]:
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
     srv.listen(64)
-    return srv, srv.getsockname()[1]
+    port = srv.getsockname()[1]
+    _LISTENED_AT[port] = time.monotonic_ns()
+    return srv, port
 
 
 def recv_exact(sock: socket.socket, n: int) -> int:
@@ -124,7 +131,9 @@ def recv_exact(sock: socket.socket, n: int) -> int:
 
 
 def by_port(port: int) -> Callable[[TcpConnection], bool]:
-    return lambda c: port in (c.local_port, c.peer_port) and c.peer_addr in ("127.0.0.1", ADDR_A, ADDR_B)
+    since = _LISTENED_AT.get(port, 0)
+    return lambda c: (port in (c.local_port, c.peer_port) and c.peer_addr in ("127.0.0.1", ADDR_A, ADDR_B)
+                      and c.start_ns >= since)
 
 
 def test_long_lived_connection_bytes_latency_and_live_snapshot(capture: Capture) -> None:
