@@ -8,8 +8,12 @@
  *                  default without kprobes before 6.3: two programs to verify instead of 25
  *                  (start-up), ~200 ns less per traced syscall than syscalls:* tracepoints, but
  *                  every other syscall pays ~150 ns more (both programs run for it)
+ *   SK_<accept4|accept|connect|close>  with SOCK_STATE: not the syscalls but the socket's state
+ *                  changes (sock:inet_sock_set_state) tell a socket's role and its end, beside
+ *                  SOCK_IO; a syscalls:* tracepoint would send every syscall on the node down
+ *                  the kernel's slow syscall path
  *   TP_<syscall>   syscalls:sys_enter_/sys_exit_ tracepoints: accept, connect and close beside
- *                  SK_, or every syscall when configuration forces them
+ *                  KP_ or RAW_ data, or every syscall when configuration forces them
  * See docs/capture.md for the measurements.
  *
  * -D flags from the loader: CAPTURE_BYTES, MAX_CONNS, RINGBUF_PAGES, SELF_TGID (0: none),
@@ -41,6 +45,8 @@
 #define OP_CONNECT 9
 #define OP_CLOSE 10 /* raw dispatch only: close is handled at entry */
 
+#define TG_IPPROTO_TCP 6
+
 #define MAX_IOV_SEGS 4 /* vectored I/O: the capture comes from the first four iovecs at most */
 
 struct syscall_args {
@@ -64,6 +70,8 @@ BPF_F_TABLE("hash", __u64, struct http_conn_state, http_conns, MAX_CONNS, BPF_F_
  * no hashing, locking or deleting on every read/write of every process (measured: the hash
  * cost nginx a large share of its throughput at saturation). */
 BPF_TASK_STORAGE(http_active, struct syscall_args);
+/* ROLE_* of a socket by how it was opened: keyed by the pairing key when accept/connect set it,
+ * by the struct sock when the handshake's state change does (SOCK_STATE); see role_key. */
 BPF_TABLE("lru_hash", __u64, __u8, http_role_hint, MAX_CONNS);
 /* struct sock -> pairing key: finds the entry when a response goes out on a dup'd fd
  * (inetd-style servers such as busybox httpd read fd 0 and write fd 1). */
@@ -153,6 +161,15 @@ static __always_inline __u8 op_dir(__u32 op)
 static __always_inline __u64 conn_key(__u64 pid_tgid, __u32 fd)
 {
     return (pid_tgid & 0xffffffff00000000ULL) | fd;
+}
+
+static __always_inline __u64 role_key(__u64 key, void *sk)
+{
+#ifdef SOCK_STATE
+    return (__u64)sk;
+#else
+    return key;
+#endif
 }
 
 static __always_inline int is_self(__u64 pid_tgid)
@@ -348,10 +365,12 @@ static __always_inline void start_request(struct http_conn_state *st, __u64 len,
     st->resp_len = 0;
     st->pipe_start_ns = 0;
     st->pipe_offset = 0;
-    st->tid = (__u32)bpf_get_current_pid_tgid();
-    st->cgroup_id = bpf_get_current_cgroup_id();
     st->sample_permille = rate > 1000 ? 1000 : rate;
     call_ids(st, len, rate); /* and whether it is shed: sizes and times only */
+    if (st->sampled) { /* only a record carries them: a shed exchange saves the helper calls */
+        st->tid = (__u32)bpf_get_current_pid_tgid();
+        st->cgroup_id = bpf_get_current_cgroup_id();
+    }
 }
 
 /* The 4-tuple of a client socket this process just connected or started a request on: a server
@@ -371,14 +390,21 @@ static __always_inline void register_client(void *sk)
     http_client_socks.update(&t, &yes);
 }
 
+static __always_inline int is_tcp(void *sk)
+{
+    __u16 protocol = 0;
+    bpf_probe_read_kernel(&protocol, sizeof(protocol), (const char *)sk + OFF_SK_PROTOCOL);
+    return protocol == TG_IPPROTO_TCP;
+}
+
 /* Create the pairing entry for a socket that is starting an HTTP request. */
 static __always_inline struct http_conn_state *track(__u64 key, void *sk, __u8 dir)
 {
     __u32 zero = 0;
     struct http_conn_state *st = http_scratch.lookup(&zero);
     struct sock_addrs addrs = {};
-    __u8 *hint = http_role_hint.lookup(&key);
-    __u64 sk_key = (__u64)sk;
+    __u64 sk_key = (__u64)sk, hint_key = role_key(key, sk);
+    __u8 *hint = http_role_hint.lookup(&hint_key);
 
     if (!st || !tg_sock_addrs(sk, &addrs))
         return 0;
@@ -466,6 +492,20 @@ static __always_inline int ends_chunked(const struct data_view *d, const __u8 *c
            t[3] == '\r' && t[4] == '\n';
 }
 
+/* The socket under a pairing entry ended (closed, or its fd number now names another socket):
+ * what it held is emitted, and a client's 4-tuple no longer stands for a call on this node. */
+static __always_inline void conn_ended(struct http_conn_state *st, __u64 key)
+{
+    if (st->state != ST_IDLE)
+        emit(st, HTTP_FLAG_CLOSED, key);
+    if (st->role == ROLE_CLIENT) {
+        struct conn_tuple t;
+        call_tuple(&t, st->local_addr, st->local_port, st->peer_addr, st->peer_port);
+        http_client_socks.delete(&t);
+    }
+    http_conns.delete(&key);
+}
+
 /* Data on a socket with no pairing entry: a request starts one (*fresh set); a response may
  * belong to an entry under another fd (dup'd). `sk`: the socket when the attach point gave it,
  * else 0 (found from the fd). Returns the entry to continue with, or 0. Only the lookup before
@@ -490,7 +530,11 @@ static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, v
     }
     if (!tg_is_http_request(head))
         return 0;
-    st = track(*key, sk ? sk : tg_fd_to_sock(fd), dir);
+    if (!sk)
+        sk = tg_fd_to_sock(fd);
+    if (!sk || !is_tcp(sk)) /* SSDP's "M-SEARCH * HTTP/1.1" datagrams, a unix socket */
+        return 0;
+    st = track(*key, sk, dir);
     if (st) {
         start_request(st, d->len, bpf_ktime_get_ns());
         *fresh = 1;
@@ -506,6 +550,12 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
     struct http_conn_state *st = http_conns.lookup(&key);
     int fresh = 0;
 
+    if (st && sk && st->sk != (__u64)sk) {
+        /* the fd number was closed and reused (a close the attach point does not see, or a
+         * socket another process still holds): the old exchange ends here */
+        conn_ended(st, key);
+        st = 0;
+    }
     if (!st) {
         if (sendfile)
             return;
@@ -721,16 +771,8 @@ static __always_inline int on_close(__u32 fd)
     if (is_self(pid_tgid))
         return 0;
     st = http_conns.lookup(&key);
-    if (st) {
-        if (st->state != ST_IDLE)
-            emit(st, HTTP_FLAG_CLOSED, key);
-        if (st->role == ROLE_CLIENT) {
-            struct conn_tuple t;
-            call_tuple(&t, st->local_addr, st->local_port, st->peer_addr, st->peer_port);
-            http_client_socks.delete(&t);
-        }
-        http_conns.delete(&key);
-    }
+    if (st)
+        conn_ended(st, key);
     if (http_role_hint.lookup(&key)) /* most closes are of files: a lookup is cheaper than a delete */
         http_role_hint.delete(&key);
     return 0;
@@ -960,7 +1002,6 @@ RAW_TRACEPOINT_PROBE(sys_exit)
  * splice, the kernel's own sockets) are skipped by that id. accept, connect and close keep
  * their syscalls:* tracepoints, which run only for those syscalls. Kernel 6.3 and later. ---- */
 #ifdef SOCK_IO
-#define TG_IPPROTO_TCP 6
 #define TG_MSG_PEEK 2
 
 static __always_inline __u32 sock_op(__u64 id)
@@ -997,11 +1038,13 @@ static __always_inline __u32 sock_op(__u64 id)
     return 0;
 }
 
-static __always_inline int on_sock_io(void *sk, __u16 protocol, int ret, __u8 dir)
+/* Not only TCP's: a socket of another protocol finds no pairing entry, and untracked() checks
+ * the protocol before it starts one (a read of the socket a raw tracepoint saves every call). */
+static __always_inline int on_sock_io(void *sk, int ret, __u8 dir)
 {
     struct raw_regs r;
 
-    if (ret <= 0 || protocol != TG_IPPROTO_TCP)
+    if (ret <= 0)
         return 0;
     if (!syscall_regs(&r, (const void *)bpf_task_pt_regs(bpf_get_current_task_btf())))
         return 0;
@@ -1015,15 +1058,87 @@ static __always_inline int on_sock_io(void *sk, __u16 protocol, int ret, __u8 di
     return on_data(pid_tgid, args, ret, sk);
 }
 
-TRACEPOINT_PROBE(sock, sock_recv_length)
+/* Raw tracepoints: the program gets the event's arguments (struct sock *sk, int ret, int flags)
+ * as they are. The sock:* tracepoint programs ran after the kernel had built a perf record of
+ * them, about 50 ns more per event, five events per request (bench/README-numbers.md). */
+RAW_TRACEPOINT_PROBE(sock_recv_length)
 {
-    if (args->flags & TG_MSG_PEEK) /* the bytes stay queued: the read that takes them counts */
+    if ((int)ctx->args[2] & TG_MSG_PEEK) /* the bytes stay queued: the read that takes them counts */
         return 0;
-    return on_sock_io(args->sk, args->protocol, args->ret, DIR_INGRESS);
+    return on_sock_io((void *)ctx->args[0], (int)ctx->args[1], DIR_INGRESS);
 }
 
-TRACEPOINT_PROBE(sock, sock_send_length)
+RAW_TRACEPOINT_PROBE(sock_send_length)
 {
-    return on_sock_io(args->sk, args->protocol, args->ret, DIR_EGRESS);
+    return on_sock_io((void *)ctx->args[0], (int)ctx->args[1], DIR_EGRESS);
+}
+#endif
+
+/* ---- sock:inet_sock_set_state: -DSOCK_STATE, with one -DSK_<syscall> for each of accept4,
+ * accept, connect and close it stands in for (beside SOCK_IO, whose events carry the socket).
+ * A TCP socket's state changes say what those syscalls told: the handshake's end gives its
+ * role (SYN_SENT -> ESTABLISHED: it connected; SYN_RECV -> ESTABLISHED: it was accepted) and
+ * a client's 4-tuple before its first byte; FIN_WAIT1 or LAST_ACK (this end closed or shut
+ * down its side, in the process's own context) and CLOSE (any end, resets included) end it.
+ * Unlike any syscalls:* tracepoint it runs for TCP only, a few times per connection. ---- */
+#ifdef SOCK_STATE
+#define TG_STATE_ESTABLISHED 1
+#define TG_STATE_SYN_SENT 2
+#define TG_STATE_SYN_RECV 3
+#define TG_STATE_FIN_WAIT1 4
+#define TG_STATE_CLOSE 7
+#define TG_STATE_LAST_ACK 9
+
+static __always_inline void sock_ended(__u64 sk, int closed)
+{
+    __u64 *owner = http_sock_conn.lookup(&sk);
+
+    if (owner) {
+        __u64 key = *owner;
+        struct http_conn_state *st = http_conns.lookup(&key);
+        /* a client that shut down its side after the request still reads the answer, which
+         * ends by CLOSE at the latest */
+        if (st && st->sk == sk && !closed && st->role == ROLE_CLIENT && st->state == ST_REQUEST)
+            return;
+        if (st && st->sk == sk)
+            conn_ended(st, key);
+        http_sock_conn.delete(&sk);
+    }
+    if (!closed)
+        return;
+    __u8 *role = http_role_hint.lookup(&sk); /* a lookup first: deleting costs more, and most
+                                              * sockets closing here were set up before the agent */
+    if (!role)
+        return;
+    if (*role == ROLE_CLIENT) { /* its tuple, also when it never carried HTTP (no pairing entry) */
+        struct sock_addrs addrs = {};
+        struct conn_tuple t;
+        if (tg_sock_addrs((void *)sk, &addrs)) {
+            call_tuple(&t, addrs.local_addr, addrs.local_port, addrs.peer_addr, addrs.peer_port);
+            http_client_socks.delete(&t);
+        }
+    }
+    http_role_hint.delete(&sk);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != TG_IPPROTO_TCP)
+        return 0;
+    __u64 sk = (__u64)args->skaddr;
+    int old = args->oldstate, new = args->newstate;
+
+    if (new == TG_STATE_ESTABLISHED) {
+        __u8 role = old == TG_STATE_SYN_SENT ? ROLE_CLIENT : ROLE_SERVER;
+        if (old != TG_STATE_SYN_SENT && old != TG_STATE_SYN_RECV)
+            return 0;
+        http_role_hint.update(&sk, &role);
+        if (role == ROLE_CLIENT)
+            register_client((void *)sk); /* before its first byte can reach a server */
+        return 0;
+    }
+    if (new == TG_STATE_FIN_WAIT1 || new == TG_STATE_LAST_ACK || new == TG_STATE_CLOSE)
+        sock_ended(sk, new == TG_STATE_CLOSE);
+    return 0;
 }
 #endif

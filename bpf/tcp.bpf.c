@@ -6,10 +6,13 @@
  * RST, ETIMEDOUT, EHOSTUNREACH; 0 when the application gave up first).
  * Server side: LISTEN -> SYN_RECV and SYN_RECV -> ESTABLISHED run in softirq, where the
  * current task means nothing. The owner comes from the listening socket (recorded when
- * listen() moved it to LISTEN, in process context), and accept()/accept4() returning the
- * socket's fd refines it to the process that actually accepted it. A connection reset
- * before accept by a listener the agent never saw keeps pid 0; user space resolves those
- * from the local port's listener.
+ * listen() moved it to LISTEN, in process context), and then the process that actually
+ * serves it refines that: by default (-DSK_accept4/-DSK_accept) the one whose close() or
+ * shutdown() moves it to FIN_WAIT1, LAST_ACK or (unread data, SO_LINGER 0) CLOSE, all in its
+ * own context, so no syscalls:* tracepoint slows every syscall on the node; when forced
+ * (-DTP_accept4/-DTP_accept), accept()/accept4() returning its fd. A connection the peer
+ * resets keeps the listener's owner; one reset before accept by a listener the agent never
+ * saw keeps pid 0, which user space resolves from the local port's listener.
  * Close: any -> CLOSE marks the entry closed; the record is written at tcp:tcp_destroy_sock,
  * after tcp_disconnect()'s reset (SO_LINGER 0 sends the RST after the state change), with
  * the socket's own counters (bytes_acked, bytes_received, srtt_us) and sk_err.
@@ -28,7 +31,9 @@
 #define TG_TCP_CLOSE 7
 #define TG_TCP_LISTEN 10
 #define TG_IPPROTO_TCP 6
+#define TG_TCP_FIN_WAIT1 4
 #define TG_TCP_FIN_WAIT2 5
+#define TG_TCP_CLOSE_WAIT 8
 #define TG_TCP_LAST_ACK 9
 #define TG_TCP_CLOSING 11
 #define TG_SOCK_DONE_BIT 1  /* enum sock_flags: SOCK_DEAD, SOCK_DONE (tcp_fin sets it) */
@@ -154,6 +159,26 @@ static __always_inline void emit(struct tcp_sock_state *st, __u64 sk, __u8 outco
         (st)->family = (args)->family;                                         \
     } while (0)
 
+#if defined(SK_accept4) || defined(SK_accept)
+/* A server socket's own process closed it (see the top): it is that process's connection.
+ * Returns 0 when that process is the agent, whose connections are not recorded. */
+static __always_inline int attribute_to_closer(struct tcp_sock_state *st, __u64 sk)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+
+    if (st->role != ROLE_SERVER || (st->flags & (TCP_FLAG_PID_ACCEPT | TCP_FLAG_PID_CLOSE)))
+        return 1;
+    if (is_self_tgid(pid_tgid >> 32)) {
+        tcp_socks.delete(&sk);
+        return 0;
+    }
+    st->pid = pid_tgid >> 32;
+    st->cgroup_id = bpf_get_current_cgroup_id();
+    st->flags = (st->flags & ~TCP_FLAG_PID_LISTENER) | TCP_FLAG_PID_CLOSE;
+    return 1;
+}
+#endif
+
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
     if (args->protocol != TG_IPPROTO_TCP)
@@ -231,6 +256,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         st->flags |= TG_FLAG_FIN_ACKED; /* FIN_WAIT1 -> FIN_WAIT2 only on the ACK of our FIN */
         return 0;
     }
+#if defined(SK_accept4) || defined(SK_accept)
+    if (new == TG_TCP_FIN_WAIT1 || new == TG_TCP_LAST_ACK) {
+        attribute_to_closer(st, sk);
+        return 0;
+    }
+#endif
     if (new != TG_TCP_CLOSE)
         return 0;
     st->end_ns = now;
@@ -239,6 +270,13 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         int err = 0;
         bpf_probe_read_kernel(&sk_flags, sizeof(sk_flags), (char *)sk + OFF_SK_FLAGS);
         bpf_probe_read_kernel(&err, sizeof(err), (char *)sk + OFF_SK_ERR);
+#if defined(SK_accept4) || defined(SK_accept)
+        /* straight to CLOSE with neither a reset received nor an error: tcp_close() with unread
+         * data or SO_LINGER 0, in the closing process */
+        if ((old == TG_TCP_ESTABLISHED || old == TG_TCP_CLOSE_WAIT) && !st->resets_received && !err &&
+            !attribute_to_closer(st, sk))
+            return 0;
+#endif
         if (sk_flags & (1ULL << TG_SOCK_DONE_BIT)) /* read before tcp_disconnect() clears it */
             st->flags |= TG_FLAG_FIN_RCVD;
         /* LAST_ACK/CLOSING end on the ACK of our FIN, unless a reset or timeout ended them */

@@ -145,6 +145,7 @@ enum tcp_outcome {
 /* tcp_connection_event.flags */
 #define TCP_FLAG_PID_LISTENER 0x01 /* server side: pid/cgroup are the listening socket's owner */
 #define TCP_FLAG_PID_ACCEPT   0x02 /* server side: pid/cgroup are the process that accepted it */
+#define TCP_FLAG_PID_CLOSE    0x04 /* server side: pid/cgroup are the process that closed it */
 
 /* One record per connection, written when it closes or fails. */
 struct tcp_connection_event {

@@ -199,11 +199,12 @@ def sock_walk_defines(btf: Btf) -> dict[str, int]:
 
 
 # -D name -> (struct, member path) for bpf/http.bpf.c's reads beyond the address walk: the
-# sequence numbers that key a call's trace ids at both ends, and the socket type.
+# sequence numbers that key a call's trace ids at both ends, and the socket's type and protocol.
 HTTP_OFFSETS: dict[str, tuple[str, str]] = {
     "OFF_TCP_WRITE_SEQ": ("tcp_sock", "write_seq"),
     "OFF_TCP_COPIED_SEQ": ("tcp_sock", "copied_seq"),
     "OFF_SK_TYPE": ("sock", "sk_type"),
+    "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
 }
 
 

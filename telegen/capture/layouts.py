@@ -87,6 +87,7 @@ def http_conn_state_layout(capture_bytes: int) -> Layout:
 TCP_OUTCOME_CLOSED, TCP_OUTCOME_FAILED, TCP_OUTCOME_OPEN = 0, 1, 2
 TCP_FLAG_PID_LISTENER = 0x01
 TCP_FLAG_PID_ACCEPT = 0x02
+TCP_FLAG_PID_CLOSE = 0x04
 
 TCP_CONNECTION = Layout("tcp_connection_event", (
     ("type", "B"), ("role", "B"), ("family", "B"), ("outcome", "B"), ("pid", "I"),

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from telegen.capture.map_batch import MapBatchReader
-from telegen.capture.probes import RAW_SYSCALL_TRACEPOINTS, SOCK_IO_TRACEPOINTS, LoadError, ProbeChoice, cflags_for
+from telegen.capture.probes import (
+    RAW_SYSCALL_TRACEPOINTS,
+    SOCK_IO_TRACEPOINTS,
+    SOCK_STATE,
+    LoadError,
+    ProbeChoice,
+    cflags_for,
+)
 from telegen.capture.ringbuf import CallbackRingbuf, MappedRingbuf, RecordSource, mapped_reads_safe
 
 __all__ = ["LoadError", "LoadedBpf", "ProgramInfo", "bpf_source_dir", "release_compiler_memory"]
@@ -171,11 +178,22 @@ class LoadedBpf:
             handled = [c for c in raw if event == "sys_enter" or c.spec.kretprobe]  # close: enter only
             self._describe_dispatch(prefix, "raw_tracepoint", tp, fn, attached, handled)
         sock = [c for c in choices if c.method == "sock_tracepoint"]
-        for tp in SOCK_IO_TRACEPOINTS if sock else ():
-            category, _, event = tp.partition(":")
-            fn = self._bpf.funcs.get(f"tracepoint__{category}__{event}".encode())
-            self._describe_dispatch(prefix, "tracepoint", tp, fn, fn is not None,
+        for tp in SOCK_IO_TRACEPOINTS if any(c.spec.data for c in sock) else ():
+            event = tp.partition(":")[2]
+            fn = self._bpf.funcs.get(f"raw_tracepoint__{event}".encode())
+            attached = fn is not None and event.encode() in self._bpf.raw_tracepoint_fds
+            self._describe_dispatch(prefix, "raw_tracepoint", tp, fn, attached,
                                     [c for c in sock if c.spec.sock_event == tp])
+        by_state = [c for c in sock if not c.spec.data]
+        if by_state:
+            fn = self._bpf.funcs.get(b"tracepoint__sock__inet_sock_set_state")
+            if any(c.method == "tracepoint" and SOCK_STATE in c.spec.tracepoint for c in choices):
+                # the module's own state-change program (tcp) does their job too: listed by name
+                for c in by_state:
+                    self._programs.append(ProgramInfo(f"{prefix}_{c.spec.name}", "tracepoint", SOCK_STATE,
+                                                      fn is not None, _prog_id(fn.fd) if fn else None, c.reason))
+            else:
+                self._describe_dispatch(prefix, "tracepoint", SOCK_STATE, fn, fn is not None, by_state)
 
     def _describe_dispatch(self, prefix: str, prog_type: str, tp: str, fn: Any, attached: bool,
                            handled: list[ProbeChoice]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from telegen.capture.btf import BtfError, kernel_btf, tcp_defines
 from telegen.capture.layouts import COUNTERS
 from telegen.capture.loader import LoadedBpf, LoadError
-from telegen.capture.probes import TCP_PROBES, KernelFeatures, ProbeChoice, detect_kernel, plan
+from telegen.capture.probes import TCP_PROBES, AttachType, KernelFeatures, ProbeChoice, detect_kernel, plan
 from telegen.capture.reader import RingbufReader
 from telegen.config import EbpfConfig
 from telegen.decode.tcp_records import TcpConnection, TcpDecoder
@@ -42,12 +42,14 @@ class TcpCaptureStage:
     name = "tcp_capture"
 
     def __init__(self, cfg: EbpfConfig, records: BoundedQueue[bytes], self_pid: int | None = None,
-                 max_socks: int | None = None, ringbuf_pages: int = TCP_RINGBUF_PAGES) -> None:
+                 max_socks: int | None = None, ringbuf_pages: int = TCP_RINGBUF_PAGES,
+                 force_method: AttachType | None = None) -> None:
         self.cfg = cfg
         self.records = records
         self.self_pid = self_pid if self_pid is not None else os.getpid()
         self.max_socks = max_socks or cfg.max_connections
         self.ringbuf_pages = ringbuf_pages
+        self.force_method = force_method
         self.kernel: KernelFeatures | None = None
         self.choices: list[ProbeChoice] = []
         self.bpf: LoadedBpf | None = None
@@ -64,7 +66,7 @@ class TcpCaptureStage:
         self.kernel = detect_kernel(load_symbols=False)
         self.choices = [ProbeChoice(c.spec, c.method, "stable tracepoint; this probe has no kprobe variant")
                         if self.kernel.kprobes and c.method == "tracepoint" and not c.spec.kprobe_symbol else c
-                        for c in plan(TCP_PROBES, self.kernel, "TCP")]
+                        for c in plan(TCP_PROBES, self.kernel, "TCP", force=self.force_method)]
         try:
             defines = tcp_defines(kernel_btf())
         except BtfError as exc:

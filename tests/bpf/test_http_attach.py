@@ -16,7 +16,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from telegen.capture.probes import HTTP_PROBES, OWN_TP_REASON, SOCK_IO_TRACEPOINTS, SOCK_REASON, tracepoint_exists
+from telegen.capture.probes import (
+    HTTP_PROBES,
+    SOCK_IO_TRACEPOINTS,
+    SOCK_REASON,
+    SOCK_STATE,
+    SOCK_STATE_REASON,
+    tracepoint_exists,
+)
 from tests.bpf.http_fixtures import Capture, keepalive_gets, ok_handler, serve
 from tests.conftest import have_bcc, have_root, require
 
@@ -52,7 +59,8 @@ def _kernel_prog_type(prog_id: int) -> str:
 
 def test_programs_match_the_kernel(capture: Capture) -> None:
     """Without kprobes, on 6.3+: the sock length pair dispatching the data syscalls by id, and
-    accept, connect and close on their own syscalls:* tracepoints; no raw_syscalls pair."""
+    accept, connect and close through inet_sock_set_state: no syscalls:* tracepoint (each one
+    slows every syscall on the node) and no raw_syscalls pair."""
     kernel = capture.stage.kernel
     assert kernel is not None
     programs = capture.stage.status()["programs"]
@@ -62,20 +70,24 @@ def test_programs_match_the_kernel(capture: Capture) -> None:
     require(all(tracepoint_exists(kernel.tracefs, tp) for tp in SOCK_IO_TRACEPOINTS),
             "sock:sock_recv_length/sock_send_length (kernel 6.3+), which this machine's kernel has")
     why = "kprobes not available in this kernel"
-    own = sorted(p["target"] for p in programs if p["reason"] == f"{why}; {OWN_TP_REASON}")
-    assert own == sorted([f"syscalls:sys_{end}_{name}" for name in ("accept4", "accept", "connect")
-                          for end in ("enter", "exit")] + ["syscalls:sys_enter_close"])
+    assert not [p for p in programs if p["target"].startswith("syscalls:")]
+    state = [p for p in programs if p["reason"] == f"{why}; {SOCK_STATE_REASON}"]
+    assert [(p["name"], p["type"], p["target"], p["attached"]) for p in state] == [
+        ("http_inet_sock_set_state", "tracepoint", SOCK_STATE, True)]
+    assert {s["name"] for s in state[0]["syscalls"]} == {"accept4", "accept", "connect", "close"}
     sock = [p for p in programs if p["reason"] == f"{why}; {SOCK_REASON}"]
     assert [(p["name"], p["type"], p["target"], p["attached"]) for p in sock] == [
-        ("http_sock_recv_length", "tracepoint", "sock:sock_recv_length", True),
-        ("http_sock_send_length", "tracepoint", "sock:sock_send_length", True)]
+        ("http_sock_recv_length", "raw_tracepoint", "sock:sock_recv_length", True),
+        ("http_sock_send_length", "raw_tracepoint", "sock:sock_send_length", True)]
     recv, send = sock
     assert {s["name"] for s in recv["syscalls"]} == {"read", "readv", "recvfrom", "recvmsg"}
     assert {s["name"] for s in send["syscalls"]} == {"write", "writev", "sendto", "sendmsg", "sendfile64"}
     assert {s["name"]: s["nr"] for s in recv["syscalls"] + send["syscalls"]} == {
-        p.name: p.syscall_nr for p in HTTP_PROBES if p.sock_event}
-    assert len(programs) == len(own) + 2 and all(p["attached"] for p in programs)
-    assert {_kernel_prog_type(p["id"]) for p in programs} == {"tracepoint"}
+        p.name: p.syscall_nr for p in HTTP_PROBES if p.data}
+    assert len(programs) == 3 and all(p["attached"] for p in programs)
+    assert {p["name"]: _kernel_prog_type(p["id"]) for p in programs} == {
+        "http_sock_recv_length": "raw_tracepoint", "http_sock_send_length": "raw_tracepoint",
+        "http_inet_sock_set_state": "tracepoint"}
 
 
 @pytest.mark.slow

@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from telegen.capture.layouts import ROLE_CLIENT, ROLE_SERVER, TCP_FLAG_PID_ACCEPT
+from telegen.capture.layouts import (
+    ROLE_CLIENT,
+    ROLE_SERVER,
+    TCP_FLAG_PID_ACCEPT,
+    TCP_FLAG_PID_CLOSE,
+    TCP_FLAG_PID_LISTENER,
+)
+from telegen.capture.probes import AttachType
 from telegen.config import EbpfConfig
 from telegen.decode.tcp_records import TcpConnection
 from telegen.pipeline import BoundedQueue
@@ -34,11 +41,11 @@ ADDR_A, ADDR_B = "10.200.77.1", "10.200.77.2"
 
 
 class Capture:
-    def __init__(self) -> None:
+    def __init__(self, force: AttachType | None = None) -> None:
         from telegen.capture.tcp_stage import TcpCaptureStage
 
         self.records: BoundedQueue[bytes] = BoundedQueue("test", 200000)
-        self.stage = TcpCaptureStage(EbpfConfig(max_connections=8192), self.records, self_pid=0)
+        self.stage = TcpCaptureStage(EbpfConfig(max_connections=8192), self.records, self_pid=0, force_method=force)
         self.stage.start()
         self.seen: list[TcpConnection] = []
 
@@ -168,7 +175,7 @@ def test_long_lived_connection_bytes_latency_and_live_snapshot(capture: Capture)
     assert (cli.bytes_sent, cli.bytes_received) == (up, down)
     assert (ser.bytes_sent, ser.bytes_received) == (down, up)
     assert cli.pid == ser.pid == os.getpid()
-    assert ser.flags & TCP_FLAG_PID_ACCEPT
+    assert ser.flags & TCP_FLAG_PID_CLOSE  # it closed its socket: see the next test
     assert cli.four_tuple() == ser.four_tuple()
     assert cli.connect_ns is not None and 0 < cli.connect_ns / 1e9 <= connect_wall + 0.01
     assert ser.connect_ns is None
@@ -176,6 +183,56 @@ def test_long_lived_connection_bytes_latency_and_live_snapshot(capture: Capture)
         assert c.failure == "" and c.retransmits == 0 and c.resets_sent == c.resets_received == 0
         assert 1.0 <= (c.end_ns - c.established_ns) / 1e9 < 5.0
         assert 0 < c.srtt_us < 100_000
+
+
+# A prefork server's worker: inherits the listening socket, accepts, answers and closes.
+_WORKER = """
+import socket, sys
+srv = socket.socket(fileno=int(sys.argv[1]))
+conn, _ = srv.accept(); conn.recv(5); conn.sendall(b"world")
+if sys.argv[2] == "reset-by-peer":
+    try:
+        conn.recv(1)  # the client resets the connection before this process closes it
+    except ConnectionResetError:
+        pass
+conn.close()
+"""
+
+
+def _serve_once_in_a_worker(srv: socket.socket, port: int, how: str) -> int:
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER, str(srv.fileno()), how], pass_fds=[srv.fileno()])
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(b"hello")
+    assert client.recv(5) == b"world"
+    if how == "reset-by-peer":
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    assert worker.wait(10) == 0
+    return worker.pid
+
+
+def test_server_side_belongs_to_the_process_that_served_it(capture: Capture) -> None:
+    """The listener's owner (this process) is not the server: its worker is. By default the
+    worker's close says so (no syscalls:* tracepoint, which would slow every syscall on the
+    node); forced onto syscalls:sys_exit_accept4, its accept does. A connection the peer resets
+    before the worker closes it stays with the listener's owner."""
+    assert capture.stage.bpf is not None
+    assert not [p.name for p in capture.stage.bpf.programs() if p.target.startswith("syscalls:")]
+    srv, port = listener()
+    forced = Capture(force="tracepoint")
+    try:
+        worker = _serve_once_in_a_worker(srv, port, "close")
+        for cap, flag in ((capture, TCP_FLAG_PID_CLOSE), (forced, TCP_FLAG_PID_ACCEPT)):
+            ser = next(c for c in cap.wait(by_port(port), 2) if c.role == ROLE_SERVER)
+            assert (ser.pid, ser.flags) == (worker, flag), cap.stage.choices
+        srv2, port2 = listener()
+        _serve_once_in_a_worker(srv2, port2, "reset-by-peer")
+        ser = next(c for c in capture.wait(by_port(port2), 2) if c.role == ROLE_SERVER)
+        assert (ser.pid, ser.flags, ser.resets_received) == (os.getpid(), TCP_FLAG_PID_LISTENER, 1)
+        srv2.close()
+    finally:
+        forced.stage.stop(2.0)
+        srv.close()
 
 
 def test_refused_connect(capture: Capture) -> None:

@@ -148,13 +148,18 @@ def test_status_ebpf_reports_attach_methods(agent: RunningAgent) -> None:
     assert ebpf["kernel"]["kprobes"] is False  # this kernel has none
     attached = [p for p in ebpf["programs"] if p["attached"]]
     assert all(p["reason"].startswith("kprobes not available in this kernel") for p in attached)
-    # HTTP: the sock length pair dispatching the data syscalls by id, accept/connect/close on
-    # their own tracepoints (no raw_syscalls pair); TCP: its own tracepoints
+    # HTTP: the sock length pair (raw tracepoints) dispatching the data syscalls by id, and
+    # inet_sock_set_state standing in for accept/connect/close; TCP: its own tracepoints, with
+    # accept attribution on inet_sock_set_state too. No syscalls:* tracepoint at all (each one
+    # sends every syscall on the node down the slow path) and no raw_syscalls pair.
+    assert not [p["target"] for p in attached if p["target"].startswith(("syscalls:", "raw_syscalls:"))]
     http = {p["target"]: p for p in attached if p["name"].startswith("http_")}
-    assert {p["type"] for p in http.values()} == {"tracepoint"}
-    assert {t for t in http if not t.startswith("syscalls:")} == {"sock:sock_recv_length", "sock:sock_send_length"}
-    assert {t.split("_", 2)[2] for t in http if t.startswith("syscalls:")} == {"accept4", "accept", "connect", "close"}
+    assert {t: p["type"] for t, p in http.items()} == {
+        "sock:sock_recv_length": "raw_tracepoint", "sock:sock_send_length": "raw_tracepoint",
+        "sock:inet_sock_set_state": "tracepoint"}
     assert {s["name"] for s in http["sock:sock_recv_length"]["syscalls"]} == {"read", "readv", "recvfrom", "recvmsg"}
+    assert {s["name"] for s in http["sock:inet_sock_set_state"]["syscalls"]} == {"accept4", "accept", "connect",
+                                                                                "close"}
     assert {p["type"] for p in attached if not p["name"].startswith("http_")} <= {"tracepoint"}
     assert ebpf["ringbuf"]["events_received"] > 0
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from telegen.capture import layouts
 from telegen.capture.layouts import (
     HTTP_EXCHANGE_HEADER_SIZE,
     TCP_CONNECTION,
@@ -65,3 +67,12 @@ def test_capture_bytes_must_be_power_of_two(tmp_path: Path) -> None:
     res = subprocess.run(["cc", "-DCAPTURE_BYTES=100", "-I", str(REPO / "bpf" / "include"), str(src), "-o",
                           str(tmp_path / "bad")], capture_output=True, text=True)
     assert res.returncode != 0 and "power of two" in res.stderr
+
+
+def test_flag_values_match_c() -> None:
+    """Every HTTP_FLAG_*/TCP_FLAG_* #define in events.h has its twin in layouts.py."""
+    text = (REPO / "bpf" / "include" / "events.h").read_text()
+    found = re.findall(r"#define ((?:HTTP|TCP)_FLAG_\w+)\s+(0x[0-9a-fA-F]+)", text)
+    defines = {name: int(value, 16) for name, value in found}
+    assert len(defines) >= 8
+    assert {name: getattr(layouts, name, None) for name in defines} == defines

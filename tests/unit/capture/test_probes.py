@@ -15,6 +15,8 @@ from telegen.capture.probes import (
     RAW_REASON,
     SOCK_IO_TRACEPOINTS,
     SOCK_REASON,
+    SOCK_STATE,
+    SOCK_STATE_REASON,
     TCP_PROBES,
     KernelFeatures,
     LoadError,
@@ -36,8 +38,8 @@ def _tracefs(root: Path, specs: tuple[ProbeSpec, ...] = HTTP_PROBES, kprobes: bo
     if raw:
         for event in ("sys_enter", "sys_exit"):
             (root / "events" / "raw_syscalls" / event).mkdir(parents=True, exist_ok=True)
-    if sock:  # kernel 6.3+
-        for tp in SOCK_IO_TRACEPOINTS:
+    if sock:  # kernel 6.3+ (inet_sock_set_state: 4.16+)
+        for tp in (*SOCK_IO_TRACEPOINTS, SOCK_STATE):
             (root / "events" / tp.replace(":", "/")).mkdir(parents=True, exist_ok=True)
     for spec in specs:
         for tp in spec.tracepoint:
@@ -83,8 +85,17 @@ def test_no_raw_syscalls_falls_back_to_tracepoint(tmp_path: Path) -> None:
 
 
 def test_tcp_probes_have_no_raw_variant(tmp_path: Path) -> None:
-    choices = choose(TCP_PROBES, _kernel(_tracefs(tmp_path, TCP_PROBES), kprobes=False))
-    assert {c.method for c in choices} == {"tracepoint"}
+    """TCP events are tracepoints; accept attribution rides on inet_sock_set_state (the closing
+    process) unless forced onto syscalls:sys_exit_accept*, with or without kprobes."""
+    for kprobes in (False, True):
+        choices = {c.spec.name: c for c in choose(TCP_PROBES, _kernel(_tracefs(tmp_path, TCP_PROBES), kprobes))}
+        assert {n: c.method for n, c in choices.items() if c.method != "tracepoint"} == {
+            "accept4": "sock_tracepoint", "accept": "sock_tracepoint"}
+        assert choices["accept4"].reason.endswith(SOCK_STATE_REASON)
+    assert choices["accept4"].reason.startswith("no kprobe variant; ")
+    forced_tp = choose(TCP_PROBES, _kernel(_tracefs(tmp_path, TCP_PROBES), False), force="tracepoint")
+    assert {c.method for c in forced_tp} == {"tracepoint"}
+    assert cflags_for(forced_tp)[-2:] == ["-DTP_accept4", "-DTP_accept"]
     forced = choose(TCP_PROBES[:1], _kernel(_tracefs(tmp_path, TCP_PROBES), kprobes=False), force="raw_tracepoint")
     assert forced[0].method is None and "no raw-tracepoint variant" in forced[0].reason
 
@@ -138,18 +149,24 @@ def test_cflags_for_plan(tmp_path: Path) -> None:
 
 def test_sock_length_tracepoints_take_the_data_syscalls(tmp_path: Path) -> None:
     """6.3+ without kprobes: data syscalls through the sock pair, which runs for socket I/O
-    only; accept, connect and close on their own tracepoints, so no raw pair at all."""
+    only; accept, connect and close through the socket's state changes: no syscalls:*
+    tracepoint (each slows every syscall on the node) and no raw pair at all."""
     kernel = _kernel(_tracefs(tmp_path, sock=True), kprobes=False)
     choices = {c.spec.name: c for c in plan(HTTP_PROBES, kernel, "HTTP")}
-    data = {name for name, c in choices.items() if c.spec.sock_event}
+    data = {name for name, c in choices.items() if c.spec.data}
     assert data == {"read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile64"}
-    assert {choices[n].method for n in data} == {"sock_tracepoint"}
+    assert {c.method for c in choices.values()} == {"sock_tracepoint"}
     assert choices["read"].reason == f"kprobes not available in this kernel; {SOCK_REASON}"
+    assert choices["close"].reason == f"kprobes not available in this kernel; {SOCK_STATE_REASON}"
+    flags = cflags_for(list(choices.values()))
+    assert "-DSOCK_IO" in flags and "-DSK_read" in flags and "-DSK_close" in flags and "-DSOCK_STATE" in flags
+    assert "-DRAW_SYSCALLS" not in flags and not [f for f in flags if f.startswith("-DTP_")]
+    # without the state tracepoint, accept, connect and close take their own
+    (tmp_path / "events" / "sock" / "inet_sock_set_state").rmdir()
+    choices = {c.spec.name: c for c in plan(HTTP_PROBES, kernel, "HTTP")}
     assert {c.method for n, c in choices.items() if n not in data} == {"tracepoint"}
     assert choices["close"].reason == f"kprobes not available in this kernel; {OWN_TP_REASON}"
-    flags = cflags_for(list(choices.values()))
-    assert "-DSOCK_IO" in flags and "-DSK_read" in flags and "-DTP_close" in flags
-    assert "-DRAW_SYSCALLS" not in flags
+    assert "-DSOCK_STATE" not in cflags_for(list(choices.values()))
     # kprobes still come first; without BTF (no task registers) the raw pair takes everything
     assert {c.method for c in choose(HTTP_PROBES, _kernel(tmp_path, kprobes=True))} == {"kprobe"}
     assert {c.method for c in choose(HTTP_PROBES, _kernel(tmp_path, False, btf=False))} == {"raw_tracepoint"}
@@ -160,7 +177,8 @@ def test_forced_sock_tracepoint(tmp_path: Path) -> None:
                                               force="sock_tracepoint")}
     assert (choices["write"].method, choices["write"].reason) == ("sock_tracepoint",
                                                                   "sock_tracepoint forced by configuration")
-    assert choices["connect"].method == "tracepoint" and OWN_TP_REASON in choices["connect"].reason
+    assert (choices["connect"].method, choices["connect"].reason) == ("sock_tracepoint",
+                                                                      "sock_tracepoint forced by configuration")
     old = choose((READ,), _kernel(_tracefs(tmp_path / "old"), kprobes=True), force="sock_tracepoint")
     assert old[0].method is None and "kernel 6.3+" in old[0].reason
     tcp = choose(TCP_PROBES[:1], _kernel(_tracefs(tmp_path, TCP_PROBES), False), force="sock_tracepoint")
