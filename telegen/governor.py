@@ -1,6 +1,7 @@
 """The cost governor: one light thread that keeps the agent's CPU inside its budget.
 
-Every 0.1 s it prices the records that arrived (feed-forward: a flood is cut at once); every
+Every 0.1 s, or as soon as a surge of records has arrived, it prices them (feed-forward: a
+flood is cut at once); every
 second it compares the agent's CPU (the whole process) with its budget and the node's idle
 share and moves the kernel's shed rate (telegen.capture.shedding). Once a backlog of records
 has been worked off, it hands the memory it left free back to the kernel (telegen.memory).
@@ -26,6 +27,12 @@ log = logging.getLogger(__name__)
 # 0.25 s, wrk's onset left 34k records to thin; at 0.1 s, 9k. Arrivals come in drains (50 ms
 # timer or kernel wakeups), so a window can read 1.5x a steady rate: FLOOD_FACTOR covers it.
 ANTICIPATE_EVERY_S = 0.1
+# Sooner when this many records arrive (the reader's queue calls back): wrk's onset brings 200k
+# records a second, so the 0.1 s timer alone let about 20k through at the old rate, each worked
+# off at full cost. The rate is then read over at least SURGE_MIN_WINDOW_S: one drain can bring
+# 50 ms of records at once, which a shorter window would take for a far higher rate.
+SURGE_RECORDS = 2048
+SURGE_MIN_WINDOW_S = 0.02
 PERIOD_S = 1.0
 # A backlog this deep (records waiting at once: 2.6 MiB and more) is worth a malloc_trim once
 # worked off (fewer than an eighth of it waiting), at most every TRIM_MIN_INTERVAL_S.
@@ -45,6 +52,7 @@ class CostGovernor:
         self.controller = controller
         self._set_shed = set_shed
         self._node_cpu = node_cpu or NodeCpu()
+        self._node_cpu_now = NodeCpu(self._node_cpu.path)  # over each feed-forward window
         self._cpu_seconds = cpu_seconds
         self._clock = clock
         self._release_memory = release_memory
@@ -54,6 +62,8 @@ class CostGovernor:
         # Set by the agent once every stage has started: the compile's CPU must not count.
         self.armed = threading.Event()
         self._stop = threading.Event()
+        self._surge = threading.Event()
+        records.notify_every(SURGE_RECORDS, self._surge.set)
         self._thread: threading.Thread | None = None
         self._restart_windows(self._clock())
 
@@ -71,7 +81,12 @@ class CostGovernor:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stop.wait(ANTICIPATE_EVERY_S):
+        while not self._stop.is_set():
+            if self._surge.wait(ANTICIPATE_EVERY_S):
+                self._surge.clear()
+                self._stop.wait(max(0.0, SURGE_MIN_WINDOW_S - (self._clock() - self._arrived_wall)))
+            if self._stop.is_set():
+                break
             try:
                 self.tick()
             except Exception:  # never let a bad reading stop the steering for good
@@ -83,9 +98,10 @@ class CostGovernor:
         if not self.armed.is_set():  # start-up (BPF compiles) is not span work
             self._restart_windows(now)
             return
-        if now - self._arrived_wall >= ANTICIPATE_EVERY_S:
+        window, arrived = now - self._arrived_wall, self.records.produced - self._arrived
+        if window >= ANTICIPATE_EVERY_S or (arrived >= SURGE_RECORDS and window >= SURGE_MIN_WINDOW_S):
             before = self.controller.shed_permille
-            shed = self.controller.anticipate(self.records.produced - self._arrived, now - self._arrived_wall, now)
+            shed = self.controller.anticipate(arrived, window, now, self._node_cpu_now.idle_share())
             if shed != before and self._set_shed:
                 self._set_shed(shed)
             self._arrived, self._arrived_wall = self.records.produced, now

@@ -44,9 +44,19 @@ class BoundedQueue(Generic[T]):
         self.taken = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self._deepest = 0  # most items waiting at once since take_deepest()
+        self._every, self._next_notice = 0, 0
+        self._on_every: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def notify_every(self, items: int, callback: Callable[[], None]) -> None:
+        """Call `callback` (quick, never blocking: it runs under the queue's lock) each time
+        another `items` items have been offered, so a watcher can react to a surge before its
+        own timer. Only for queues filled by put_many without costs (the ring-buffer readers')."""
+        with self._cond:
+            self._every, self._on_every = items, callback
+            self._next_notice = self.produced + items
 
     def take_deepest(self) -> int:
         """The most items that waited at once since the last call (a backlog's depth)."""
@@ -113,6 +123,9 @@ class BoundedQueue(Generic[T]):
         # cost and a refused item is simply not taken, so the batch goes in with one extend.
         with self._cond:
             self.produced += len(items)
+            if self._on_every is not None and self.produced >= self._next_notice:
+                self._next_notice = self.produced + self._every
+                self._on_every()
             room = max(0, self.capacity - len(self._items))
             if len(items) > room:
                 self.dropped["queue_full"] += len(items) - room

@@ -42,21 +42,24 @@ MIN_RECORDS_TO_LEARN = 500
 # is the feedback's to steer (arrivals come in drain-sized bursts, so a short window can read
 # half as much again).
 FLOOD_FACTOR = 2.0
-# After a feed-forward cut, the records still in flight (ring buffer, queue) were drawn at the
-# old rate: they must not count as a new flood.
-ANTICIPATE_SETTLE_S = 0.5
+# After a feed-forward cut, the records still in the ring buffer were drawn at the old rate:
+# they must not count as a new flood. Arrivals are counted as the reader drains them (every
+# 50 ms at most, sooner on the kernel's wakeups), so 0.1 s covers them; a longer settle kept
+# the onset's first cut, made while the node still looked idle, for half a second (wrk: 35k
+# records processed in the first second instead of about 10k).
+ANTICIPATE_SETTLE_S = 0.1
 
 
 class NodeCpu:
     """The node's idle share between calls, from /proc/stat (steal time left out: not ours)."""
 
     def __init__(self, stat_path: Path = Path("/proc/stat")) -> None:
-        self._path = stat_path
+        self.path = stat_path
         self._last: tuple[int, int] | None = self._read()
 
     def _read(self) -> tuple[int, int] | None:
         try:
-            with open(self._path, encoding="ascii") as fh:
+            with open(self.path, encoding="ascii") as fh:
                 fields = fh.readline().split()
         except OSError:
             return None
@@ -114,13 +117,17 @@ class ShedController:
         self.shed_permille = max(0, min(MAX_SHED_PERMILLE, 1000 - keep))
         return self.shed_permille
 
-    def anticipate(self, records: int, wall_seconds: float, now: float) -> int:
-        """Feed-forward between periods: `records` arrived in `wall_seconds`. When working them
-        off would take the agent more than FLOOD_FACTOR times its budget, the kept share drops
-        at once to what the budget holds. Only ever sheds more; update() recovers."""
+    def anticipate(self, records: int, wall_seconds: float, now: float, node_idle: float | None = None) -> int:
+        """Feed-forward between periods: `records` arrived in `wall_seconds`, while the node had
+        `node_idle` idle share (None: unknown). When working them off would take the agent more
+        than FLOOD_FACTOR times its budget, the kept share drops at once to what the budget
+        holds: the saturated floor when the node is saturated now, not only by the last period
+        (a load's onset: a cut to the full budget let 20k records a second through until the
+        period caught up). Only ever sheds more; update() recovers."""
         if wall_seconds <= 0 or records <= 0 or now < self._settle_until:
             return self.shed_permille
-        budget = self._budget()
+        saturated_now = node_idle is not None and node_idle < SATURATED_IDLE
+        budget = self.saturated_budget if saturated_now else self._budget()
         predicted = records / wall_seconds * self.record_cost_s
         if predicted > FLOOD_FACTOR * budget:
             keep = int((1000 - self.shed_permille) * RECOVER_TARGET * budget / predicted)

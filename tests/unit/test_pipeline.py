@@ -196,3 +196,15 @@ def test_take_deepest_reports_the_backlog_between_calls() -> None:
     q.put(1)
     assert q.take_deepest() == 15
     assert q.take_deepest() == 1
+
+
+def test_notify_every_calls_back_each_time_that_many_more_were_offered() -> None:
+    q: BoundedQueue[bytes] = BoundedQueue("records", 10)
+    calls: list[int] = []
+    q.notify_every(4, lambda: calls.append(q.produced))
+    q.put_many([b"r"] * 3)
+    assert calls == []
+    q.put_many([b"r"] * 3)  # offered, refused or not: a surge is what arrived
+    assert calls == [6]
+    q.put_many([b"r"] * 20)  # past the capacity: refused ones count too
+    assert calls == [6, 26] and q.dropped["queue_full"] > 0

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telegen.capture.shedding import MAX_SHED_PERMILLE, NodeCpu, ShedController
+from telegen.capture.shedding import ANTICIPATE_SETTLE_S, MAX_SHED_PERMILLE, NodeCpu, ShedController
 
 
 def test_under_budget_sheds_nothing() -> None:
@@ -130,6 +130,16 @@ def test_a_flood_is_cut_before_the_first_period_ends() -> None:
     assert c.status()["flood_cuts"] == 1
 
 
+def test_a_flood_on_a_node_saturated_now_is_cut_to_the_floor() -> None:
+    """The node's idle share over the same window: a load's onset saturates it before any
+    period has said so, and the cut goes straight to the saturated floor."""
+    c = ShedController(0.25, 0.03)
+    assert c.anticipate(50_000, 0.25, now=0.0, node_idle=0.6) == 1000 - int(1000 * 0.95 * 0.25 / 4.0)
+    c = ShedController(0.25, 0.03)
+    assert c.anticipate(50_000, 0.25, now=0.0, node_idle=0.1) == 1000 - int(1000 * 0.95 * 0.03 / 4.0)
+    assert c.status()["saturated"] is False  # the period, not one window, says what the node is
+
+
 def test_steady_load_near_the_budget_is_left_to_the_feedback() -> None:
     c = ShedController(0.25)
     assert c.anticipate(2_500, 0.25, now=0.0) == 0  # 10k records/s: 0.2 cores
@@ -140,8 +150,8 @@ def test_steady_load_near_the_budget_is_left_to_the_feedback() -> None:
 def test_records_drawn_before_a_cut_do_not_cut_again() -> None:
     c = ShedController(0.25)
     first = c.anticipate(50_000, 0.25, now=0.0)
-    assert c.anticipate(50_000, 0.25, now=0.25) == first  # still in flight from before the cut
-    assert c.anticipate(50_000, 0.25, now=0.75) > first  # the flood goes on at the new rate
+    assert c.anticipate(10_000, 0.05, now=ANTICIPATE_SETTLE_S / 2) == first  # in flight from before the cut
+    assert c.anticipate(10_000, 0.05, now=ANTICIPATE_SETTLE_S) > first  # the flood goes on at the new rate
 
 
 def test_anticipation_never_sheds_less() -> None:
