@@ -56,13 +56,20 @@ struct syscall_args {
 };
 
 /* What one syscall moved: `len` bytes, the first `contig` of them at `buf`; for vectored I/O
- * the rest are in the iovecs of the array at `iov` (0 when not vectored). */
+ * the rest are in the iovecs of the array at `iov` (0 when not vectored). Until resolve_view()
+ * runs, `buf` is the syscall's argument as `kind` says: vectored I/O's iovecs are read only when
+ * the bytes are looked at (a shed exchange's answer is not). */
 struct data_view {
     const void *buf;
     __u64 len;
     __u64 contig;
     __u64 iov;
+    __u64 kind; /* VIEW_* */
 };
+#define VIEW_FLAT 0    /* buf: the bytes */
+#define VIEW_IOVEC 1   /* buf: a struct iovec array (readv, writev) */
+#define VIEW_MSGHDR 2  /* buf: a struct user_msghdr (recvmsg, sendmsg) */
+#define VIEW_NONE 3    /* no user bytes (sendfile) */
 
 BPF_RINGBUF_OUTPUT(http_events, RINGBUF_PAGES);
 BPF_F_TABLE("hash", __u64, struct http_conn_state, http_conns, MAX_CONNS, BPF_F_NO_PREALLOC);
@@ -346,17 +353,22 @@ static __always_inline void call_ids(struct http_conn_state *st, __u64 len, __u3
         __builtin_memcpy(st->parent_span_id, &client_span, 8);
 }
 
-/* A new exchange begins with this syscall's `len` bytes; the caller captures them when
- * st->sampled. */
-static __always_inline void start_request(struct http_conn_state *st, __u64 len, __u64 now)
+/* Permille of new exchanges kept: user space's shed rate turned around (1000: keep all). */
+static __always_inline __u32 keep_rate(void)
 {
     __u32 zero = 0;
     __u32 *shed = http_shed.lookup(&zero);
-    __u32 rate = shed && *shed < 1000 ? 1000 - *shed : (shed ? 0 : 1000);
+    return shed && *shed < 1000 ? 1000 - *shed : (shed ? 0 : 1000);
+}
+
+/* A new exchange begins with this syscall's `len` bytes; the caller captures them when
+ * st->sampled. */
+static __always_inline void start_request(struct http_conn_state *st, __u64 len)
+{
+    __u32 rate = keep_rate();
 
     st->state = ST_REQUEST;
     st->flags &= HTTP_FLAG_ROLE_INFERRED; /* per-exchange flags start clear; the role's stays */
-    st->start_ns = now;
     st->resp_start_ns = 0;
     st->end_ns = 0;
     st->req_size = len;
@@ -367,7 +379,11 @@ static __always_inline void start_request(struct http_conn_state *st, __u64 len,
     st->pipe_offset = 0;
     st->sample_permille = rate > 1000 ? 1000 : rate;
     call_ids(st, len, rate); /* and whether it is shed: sizes and times only */
-    if (st->sampled) { /* only a record carries them: a shed exchange saves the helper calls */
+    /* Only a record carries the start, the thread and the cgroup: a shed exchange saves the
+     * helper calls (it keeps its end time, which the sweep needs). */
+    st->start_ns = 0;
+    if (st->sampled) {
+        st->start_ns = bpf_ktime_get_ns();
         st->tid = (__u32)bpf_get_current_pid_tgid();
         st->cgroup_id = bpf_get_current_cgroup_id();
     }
@@ -506,6 +522,34 @@ static __always_inline void conn_ended(struct http_conn_state *st, __u64 key)
     http_conns.delete(&key);
 }
 
+/* First iovec of an array: the head of the message is there. */
+static __always_inline const void *first_iov(__u64 iov, __u64 *iov_len)
+{
+    struct { __u64 base; __u64 len; } v = {};
+    bpf_probe_read_user(&v, sizeof(v), (const void *)iov);
+    *iov_len = v.len;
+    return (const void *)v.base;
+}
+
+/* Where the bytes of a vectored syscall start: its first iovec (read from user memory). */
+static __always_inline void resolve_view(struct data_view *d)
+{
+    __u64 kind = d->kind;
+
+    if (kind == VIEW_NONE) {
+        d->buf = 0;
+        d->contig = 0;
+    } else if (kind == VIEW_IOVEC || kind == VIEW_MSGHDR) {
+        __u64 iov = (__u64)d->buf, iov_len = 0;
+        if (kind == VIEW_MSGHDR) /* struct user_msghdr: msg_iov at offset 16 (UAPI) */
+            bpf_probe_read_user(&iov, sizeof(iov), (const char *)d->buf + 16);
+        d->buf = iov ? first_iov(iov, &iov_len) : 0;
+        d->iov = iov;
+        d->contig = !d->buf ? 0 : (iov_len < d->len ? iov_len : d->len);
+    }
+    d->kind = VIEW_FLAT;
+}
+
 /* Data on a socket with no pairing entry: a request starts one (*fresh set); a response may
  * belong to an entry under another fd (dup'd). `sk`: the socket when the attach point gave it,
  * else 0 (found from the fd). Returns the entry to continue with, or 0. Only the lookup before
@@ -536,7 +580,7 @@ static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, v
         return 0;
     st = track(*key, sk, dir);
     if (st) {
-        start_request(st, d->len, bpf_ktime_get_ns());
+        start_request(st, d->len);
         *fresh = 1;
     }
     return st;
@@ -545,7 +589,7 @@ static __always_inline struct http_conn_state *untracked(__u64 *key, __u32 fd, v
 static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8 dir, struct data_copy *copy,
                                         __u8 sendfile)
 {
-    const struct data_view *d = &copy->d;
+    struct data_view *d = &copy->d;
     __u64 key = conn_key(pid_tgid, fd);
     struct http_conn_state *st = http_conns.lookup(&key);
     int fresh = 0;
@@ -556,6 +600,14 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
         conn_ended(st, key);
         st = 0;
     }
+    /* The bytes are looked at unless this is a shed exchange's answer: its state moves on
+     * without them (a shed exchange's 100 Continue, or a second answer to requests that came in
+     * one read, goes unnoticed; what is counted stays the same). A pipelined second request
+     * waiting for its answer is the exception: the split needs the answer's head. */
+    int look = !sendfile && (!st || dir == (st->role == ROLE_SERVER ? DIR_INGRESS : DIR_EGRESS) || st->sampled ||
+                             st->pipe_start_ns);
+    if (look)
+        resolve_view(d);
     if (!st) {
         if (sendfile)
             return;
@@ -569,11 +621,15 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
     /* The leading bytes, read once: the head checks, the captures and the chunked-end check use
      * them. Only a head's worth when no capture can take more (shed, or that side is full), so
      * a long transfer does not read CAPTURE_BYTES per syscall. A request that may start a new
-     * exchange gets all: whether that one is shed is drawn only when it starts. */
-    int room = dir == req_dir ? st->state != ST_REQUEST || (st->sampled && st->req_len < CAPTURE_BYTES)
-                              : st->sampled && (st->state == ST_REQUEST || st->resp_len < CAPTURE_BYTES ||
-                                                st->pipe_start_ns);
-    copy->copied = sendfile ? 0 : gather(copy, d, room ? CAPTURE_BYTES : 16);
+     * exchange, whose shedding is drawn only when it starts, gets all while nothing is shed;
+     * while shedding, a head's worth, and a kept one's capture comes after the draw (contiguous
+     * data: one more read, for the few kept; vectored data still gets all at once). */
+    int starts = dir == req_dir && st->state != ST_REQUEST;
+    int room = starts ? d->iov || keep_rate() >= 1000
+                      : dir == req_dir ? st->sampled && st->req_len < CAPTURE_BYTES
+                                       : st->sampled && (st->state == ST_REQUEST || st->resp_len < CAPTURE_BYTES ||
+                                                         st->pipe_start_ns);
+    copy->copied = look ? gather(copy, d, room ? CAPTURE_BYTES : 16) : 0;
     __u64 copied = *(volatile __u64 *)&copy->copied; /* re-read: see struct data_copy */
     const __u8 *h = copy->b;
     int is_req = copied >= 8 && tg_is_http_request(h);
@@ -592,9 +648,11 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
         }
         if (st->state == ST_IDLE) {
             if (is_req) {
-                start_request(st, d->len, bpf_ktime_get_ns());
-                if (st->sampled)
+                start_request(st, d->len);
+                if (st->sampled && room)
                     append(st->req, &st->req_len, copy->b, copied, 0);
+                else if (st->sampled) /* only the head was read: see room */
+                    append(st->req, &st->req_len, d->buf, d->contig, 1);
             }
             return;
         }
@@ -614,7 +672,7 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
         return;
     }
     /* response direction */
-    __u64 now = bpf_ktime_get_ns();
+    __u64 now = bpf_ktime_get_ns(); /* tracing programs have no coarse clock; the sweep needs end_ns */
     if (st->state == ST_REQUEST) {
         if (interim) {
             count(CNT_HTTP_INTERIM); /* 100 Continue and friends: the real answer follows */
@@ -638,8 +696,10 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
         append(st->resp, &st->resp_len, copy->b, copied, 0);
     /* A chunked body ends with "0\r\n\r\n". Other complete responses are emitted by the next
      * request, the close, or user space's sweep of idle entries (telegen/capture/sweep.py):
-     * scanning headers here made every program ~500k verifier steps and start-up take 50 s. */
-    if (d->len >= 5 && ends_chunked(d, copy->b, copied)) {
+     * scanning headers here made every program ~500k verifier steps and start-up take 50 s.
+     * A shed exchange is not looked at: it is counted just the same when the next request, the
+     * close or the sweep ends it, and the check costs a read of user memory per response write. */
+    if (st->sampled && d->len >= 5 && ends_chunked(d, copy->b, copied)) {
         emit(st, HTTP_FLAG_CHUNKED_DONE, key);
         st->state = ST_IDLE;
     }
@@ -665,15 +725,6 @@ static __always_inline int on_enter(__u32 fd, __u64 buf, __u32 op)
     return 0;
 }
 
-/* First iovec of an array: the head of the message is there. */
-static __always_inline const void *first_iov(__u64 iov, __u64 *iov_len)
-{
-    struct { __u64 base; __u64 len; } v = {};
-    bpf_probe_read_user(&v, sizeof(v), (const void *)iov);
-    *iov_len = v.len;
-    return (const void *)v.base;
-}
-
 /* A data syscall moved `ret` bytes: `sk` is its socket when the attach point gave it, else 0. */
 static __always_inline int on_data(__u64 pid_tgid, struct syscall_args args, long ret, void *sk)
 {
@@ -690,17 +741,10 @@ static __always_inline int on_data(__u64 pid_tgid, struct syscall_args args, lon
     d->buf = (const void *)args.buf;
     d->len = d->contig = (__u64)ret;
     d->iov = 0;
-    if (args.op == OP_READV || args.op == OP_WRITEV || args.op == OP_RECVMSG || args.op == OP_SENDMSG) {
-        __u64 iov = args.buf, iov_len = 0;
-        if (args.op == OP_RECVMSG || args.op == OP_SENDMSG) /* struct user_msghdr: msg_iov at offset 16 (UAPI) */
-            bpf_probe_read_user(&iov, sizeof(iov), (const char *)args.buf + 16);
-        d->buf = iov ? first_iov(iov, &iov_len) : 0;
-        d->iov = iov;
-        d->contig = !d->buf ? 0 : (iov_len < (__u64)ret ? iov_len : (__u64)ret);
-    } else if (args.op == OP_SENDFILE) {
-        d->buf = 0;
-        d->contig = 0;
-    }
+    d->kind = args.op == OP_READV || args.op == OP_WRITEV       ? VIEW_IOVEC
+              : args.op == OP_RECVMSG || args.op == OP_SENDMSG ? VIEW_MSGHDR
+              : args.op == OP_SENDFILE                         ? VIEW_NONE
+                                                               : VIEW_FLAT;
     asm volatile("" ::: "memory"); /* from here on read from the map (see struct data_copy) */
     handle_data(pid_tgid, args.fd, sk, dir, copy, args.op == OP_SENDFILE);
     return 0;
