@@ -1,4 +1,4 @@
-"""HTTP capture overhead: nginx on loopback serving 1 KiB, telegen off and on, interleaved A B A B.
+"""HTTP capture overhead: nginx on loopback serving 1 KiB, telegen off and on, interleaved A B A B ... A.
 
     .venv/bin/python bench/http_overhead.py                      # full run, about 3 minutes
     .venv/bin/python bench/http_overhead.py --rounds 2 --fixed-duration 10 --rate 2000 --wrk-duration 10
@@ -435,6 +435,28 @@ def pair_ratios(off: list[dict], on: list[dict], key: str) -> dict:
     return {"each": ratios, "median": round(statistics.median(ratios), 3) if ratios else None}
 
 
+# Two OFF rounds further apart than this say the host changed speed between them: this VM
+# moves between about 115k and 195k req/s at saturation, a few times a minute at worst.
+BRACKET_TOLERANCE = 0.05
+
+
+def bracketed_ratios(off: list[dict], on: list[dict], key: str) -> dict:
+    """Each ON round against the mean of the OFF rounds just before and just after it. A round
+    whose two OFF neighbours disagree by more than BRACKET_TOLERANCE straddled a change of the
+    host's speed: it is left out of the median, and counted."""
+    each: list[float] = []
+    left_out = 0
+    for before, row, after in zip(off, on, off[1:], strict=False):
+        a, c = before["load"][key], after["load"][key]
+        if not a or not c:
+            continue
+        if abs(a / c - 1) > BRACKET_TOLERANCE:
+            left_out += 1
+            continue
+        each.append(round(row["load"][key] / ((a + c) / 2), 3))
+    return {"each": each, "median": round(statistics.median(each), 3) if each else None, "left_out": left_out}
+
+
 def summarize(rows: list[dict]) -> dict:
     def on_off(regime: str) -> tuple[list[dict], list[dict]]:
         sel = [r for r in rows if r["regime"] == regime]
@@ -454,7 +476,8 @@ def summarize(rows: list[dict]) -> dict:
             "p99_ratio_on_off_median": round(p99_on / p99_off, 3),
             # each ON round against the OFF round just before it: the host's drift between
             # rounds (this VM's OFF p99 moved 1.0-4.4 ms within an hour) cancels within a pair
-            "p99_ratio_pairs": pair_ratios(off, on, "p99_ms"),
+            "p99_ratio_pairs": pair_ratios(off[:len(on)], on, "p99_ms"),
+            "p99_ratio_bracketed": bracketed_ratios(off, on, "p99_ms"),
             "p50_ms_off": [r["load"]["p50_ms"] for r in off],
             "p50_ms_on": [r["load"]["p50_ms"] for r in on],
             "agent_cpu_ms_per_1k_req": [r["agent_cpu_ms_per_1k_req"] for r in on],
@@ -476,7 +499,8 @@ def summarize(rows: list[dict]) -> dict:
             "rps_off": [r["load"]["rps"] for r in off],
             "rps_on": [r["load"]["rps"] for r in on],
             "throughput_ratio_on_off_median": round(rps_on / rps_off, 3),
-            "throughput_ratio_pairs": pair_ratios(off, on, "rps"),
+            "throughput_ratio_pairs": pair_ratios(off[:len(on)], on, "rps"),
+            "throughput_ratio_bracketed": bracketed_ratios(off, on, "rps"),
             "wrk_requests_on": [r["load"]["requests"] for r in on],
             "kernel_exchanges_on": [r["delta"]["exchanges"] for r in on],
             "exchanges_per_wrk_request": [r["exchanges_per_request"] for r in on],
@@ -498,6 +522,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def main() -> int:
+    global TELEGEN  # --telegen: Agent.start runs it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="OFF/ON pairs per regime")
     parser.add_argument("--rate", type=float, default=5000, help="fixed-rate requests/s")
@@ -511,9 +536,13 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after /ready before load")
     parser.add_argument("--regimes", default="fixed,saturation")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "http_overhead.json"))
+    parser.add_argument("--telegen", default=str(TELEGEN),
+                        help="the agent to measure (default: this checkout's); another commit's, to compare "
+                             "two commits with the same harness")
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    TELEGEN = Path(args.telegen)
 
     if args.loadgen:
         print(json.dumps(asyncio.run(_loadgen(args.port, args.rate, args.fixed_duration,
@@ -537,14 +566,14 @@ def main() -> int:
                         f"http://127.0.0.1:{nginx.port}{BODY_PATH}"], capture_output=True)
         index = 0
         for regime in args.regimes.split(","):
-            for rnd in range(args.rounds):
-                for on in (False, True):
-                    index += 1
-                    row = measure(regime, on, nginx, workdir, index, args)
-                    row["round"] = rnd + 1
-                    rows.append(row)
-                    print(json.dumps(row), file=sys.stderr, flush=True)
-                    time.sleep(1.0)
+            # OFF ON OFF ON ... OFF: each ON round has an OFF round on either side (bracketed_ratios)
+            for rnd, on in [(r, on) for r in range(args.rounds) for on in (False, True)] + [(args.rounds, False)]:
+                index += 1
+                row = measure(regime, on, nginx, workdir, index, args)
+                row["round"] = rnd + 1
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                time.sleep(1.0)
     finally:
         nginx.stop()
     result = {
