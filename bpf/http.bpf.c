@@ -170,6 +170,12 @@ static __always_inline __u64 conn_key(__u64 pid_tgid, __u32 fd)
     return (pid_tgid & 0xffffffff00000000ULL) | fd;
 }
 
+/* The direction a socket's requests travel: read by a server, written by a client. */
+static __always_inline __u8 request_dir(const struct http_conn_state *st)
+{
+    return st->role == ROLE_SERVER ? DIR_INGRESS : DIR_EGRESS;
+}
+
 static __always_inline __u64 role_key(__u64 key, void *sk)
 {
 #ifdef SOCK_STATE
@@ -604,8 +610,7 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
      * without them (a shed exchange's 100 Continue, or a second answer to requests that came in
      * one read, goes unnoticed; what is counted stays the same). A pipelined second request
      * waiting for its answer is the exception: the split needs the answer's head. */
-    int look = !sendfile && (!st || dir == (st->role == ROLE_SERVER ? DIR_INGRESS : DIR_EGRESS) || st->sampled ||
-                             st->pipe_start_ns);
+    int look = !sendfile && (!st || dir == request_dir(st) || st->sampled || st->pipe_start_ns);
     if (look)
         resolve_view(d);
     if (!st) {
@@ -615,7 +620,7 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
         if (!st)
             return;
     }
-    __u8 req_dir = st->role == ROLE_SERVER ? DIR_INGRESS : DIR_EGRESS;
+    __u8 req_dir = request_dir(st);
     if (dir != req_dir && st->state == ST_IDLE)
         return; /* nothing asked: not an answer */
     /* The leading bytes, read once: the head checks, the captures and the chunked-end check use
@@ -672,7 +677,7 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
         return;
     }
     /* response direction */
-    __u64 now = bpf_ktime_get_ns(); /* tracing programs have no coarse clock; the sweep needs end_ns */
+    __u64 now = bpf_ktime_get_ns(); /* a shed exchange's too: the sweep finds idle entries by end_ns */
     if (st->state == ST_REQUEST) {
         if (interim) {
             count(CNT_HTTP_INTERIM); /* 100 Continue and friends: the real answer follows */
@@ -1043,8 +1048,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
  * every syscall of every process as the raw pair does, and hand over the socket itself (no
  * fd walk for a new connection). Which syscall it was, with its fd and buffer, comes from the
  * registers the task entered the kernel with; calls from anywhere else (io_uring, sendmmsg,
- * splice, the kernel's own sockets) are skipped by that id. accept, connect and close keep
- * their syscalls:* tracepoints, which run only for those syscalls. Kernel 6.3 and later. ---- */
+ * splice, the kernel's own sockets) are skipped by that id. accept, connect and close are
+ * SOCK_STATE's (below). Kernel 6.3 and later. ---- */
 #ifdef SOCK_IO
 #define TG_MSG_PEEK 2
 
@@ -1103,8 +1108,8 @@ static __always_inline int on_sock_io(void *sk, int ret, __u8 dir)
 }
 
 /* Raw tracepoints: the program gets the event's arguments (struct sock *sk, int ret, int flags)
- * as they are. The sock:* tracepoint programs ran after the kernel had built a perf record of
- * them, about 50 ns more per event, five events per request (bench/README-numbers.md). */
+ * as they are. A sock:* tracepoint program runs after the kernel has built a perf record of
+ * them: bench/tracepoint_cost.py, +73 ns per send and receive against +34 raw. */
 RAW_TRACEPOINT_PROBE(sock_recv_length)
 {
     if ((int)ctx->args[2] & TG_MSG_PEEK) /* the bytes stay queued: the read that takes them counts */
@@ -1150,8 +1155,8 @@ static __always_inline void sock_ended(__u64 sk, int closed)
     }
     if (!closed)
         return;
-    __u8 *role = http_role_hint.lookup(&sk); /* a lookup first: deleting costs more, and most
-                                              * sockets closing here were set up before the agent */
+    __u8 *role = http_role_hint.lookup(&sk); /* a lookup first, cheaper than a delete: listeners,
+                                              * failed connects and sockets older than the agent have none */
     if (!role)
         return;
     if (*role == ROLE_CLIENT) { /* its tuple, also when it never carried HTTP (no pairing entry) */

@@ -159,23 +159,32 @@ static __always_inline void emit(struct tcp_sock_state *st, __u64 sk, __u8 outco
         (st)->family = (args)->family;                                         \
     } while (0)
 
-#if defined(SK_accept4) || defined(SK_accept)
-/* A server socket's own process closed it (see the top): it is that process's connection.
- * Returns 0 when that process is the agent, whose connections are not recorded. */
-static __always_inline int attribute_to_closer(struct tcp_sock_state *st, __u64 sk)
+/* The server side `st` of socket `sk` is the current process's (`how`: TCP_FLAG_PID_ACCEPT or
+ * TCP_FLAG_PID_CLOSE). Returns 0 when that process is the agent, whose connections are not
+ * recorded: the entry is gone. */
+static __always_inline int attribute_server(struct tcp_sock_state *st, __u64 sk, __u8 how)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
 
-    if (st->role != ROLE_SERVER || (st->flags & (TCP_FLAG_PID_ACCEPT | TCP_FLAG_PID_CLOSE)))
-        return 1;
     if (is_self_tgid(pid_tgid >> 32)) {
         tcp_socks.delete(&sk);
         return 0;
     }
     st->pid = pid_tgid >> 32;
     st->cgroup_id = bpf_get_current_cgroup_id();
-    st->flags = (st->flags & ~TCP_FLAG_PID_LISTENER) | TCP_FLAG_PID_CLOSE;
+    st->flags = (st->flags & ~TCP_FLAG_PID_LISTENER) | how;
     return 1;
+}
+
+#if defined(SK_accept4) || defined(SK_accept)
+#define PID_AT_CLOSE 1 /* see the top */
+
+/* A server socket's own process closed it: unless accept() named it already. */
+static __always_inline int attribute_to_closer(struct tcp_sock_state *st, __u64 sk)
+{
+    if (st->role != ROLE_SERVER || (st->flags & (TCP_FLAG_PID_ACCEPT | TCP_FLAG_PID_CLOSE)))
+        return 1;
+    return attribute_server(st, sk, TCP_FLAG_PID_CLOSE);
 }
 #endif
 
@@ -256,7 +265,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         st->flags |= TG_FLAG_FIN_ACKED; /* FIN_WAIT1 -> FIN_WAIT2 only on the ACK of our FIN */
         return 0;
     }
-#if defined(SK_accept4) || defined(SK_accept)
+#ifdef PID_AT_CLOSE
     if (new == TG_TCP_FIN_WAIT1 || new == TG_TCP_LAST_ACK) {
         attribute_to_closer(st, sk);
         return 0;
@@ -270,7 +279,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         int err = 0;
         bpf_probe_read_kernel(&sk_flags, sizeof(sk_flags), (char *)sk + OFF_SK_FLAGS);
         bpf_probe_read_kernel(&err, sizeof(err), (char *)sk + OFF_SK_ERR);
-#if defined(SK_accept4) || defined(SK_accept)
+#ifdef PID_AT_CLOSE
         /* straight to CLOSE with neither a reset received nor an error: tcp_close() with unread
          * data or SO_LINGER 0, in the closing process */
         if ((old == TG_TCP_ESTABLISHED || old == TG_TCP_CLOSE_WAIT) && !st->resets_received && !err &&
@@ -361,7 +370,6 @@ TRACEPOINT_PROBE(tcp, tcp_receive_reset)
 /* accept()/accept4() returned a socket: attribute its server side to the acceptor. */
 static __always_inline int on_accept_exit(long ret)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u64 sk;
     struct tcp_sock_state *st;
 
@@ -371,15 +379,8 @@ static __always_inline int on_accept_exit(long ret)
     if (!sk)
         return 0;
     st = tcp_socks.lookup(&sk);
-    if (!st || st->role != ROLE_SERVER)
-        return 0;
-    if (is_self_tgid(pid_tgid >> 32)) {
-        tcp_socks.delete(&sk);
-        return 0;
-    }
-    st->pid = pid_tgid >> 32;
-    st->cgroup_id = bpf_get_current_cgroup_id();
-    st->flags = (st->flags & ~TCP_FLAG_PID_LISTENER) | TCP_FLAG_PID_ACCEPT;
+    if (st && st->role == ROLE_SERVER)
+        attribute_server(st, sk, TCP_FLAG_PID_ACCEPT);
     return 0;
 }
 

@@ -27,7 +27,8 @@ SOCK_REASON = "sock:sock_recv_length/sock_send_length (socket I/O only) with sys
 # What accept, connect and close tell the capture (a socket's role, its end) also shows as TCP
 # state changes, which run for TCP sockets only. Any syscalls:* tracepoint, however rarely it
 # fires, sends every syscall of every process on the node through the kernel's slow syscall
-# path (about 50 ns each; 3 % of nginx's throughput at saturation, bench/README-numbers.md).
+# path (bench/tracepoint_cost.py: +8 ns per getppid() on this project's CI kind of host, +44-70
+# on an earlier VM).
 SOCK_STATE = "sock:inet_sock_set_state"
 SOCK_STATE_REASON = ("sock:inet_sock_set_state: role when the handshake completes, end when the socket "
                      "closes (no syscalls:* tracepoint, which would slow every syscall on the node)")

@@ -45,8 +45,8 @@ FLOOD_FACTOR = 2.0
 # After a feed-forward cut, the records still in the ring buffer were drawn at the old rate:
 # they must not count as a new flood. Arrivals are counted as the reader drains them (every
 # 50 ms at most, sooner on the kernel's wakeups), so 0.1 s covers them; a longer settle kept
-# the onset's first cut, made while the node still looked idle, for half a second (wrk: 35k
-# records processed in the first second instead of about 10k).
+# the onset's first cut, made while the node still looked idle, for half a second (wrk: 35-37k
+# records emitted in the first second instead of 9-15k).
 ANTICIPATE_SETTLE_S = 0.1
 
 
