@@ -1128,32 +1128,55 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
  * A TCP socket's state changes say what those syscalls told: the handshake's end gives its
  * role (SYN_SENT -> ESTABLISHED: it connected; SYN_RECV -> ESTABLISHED: it was accepted) and
  * a client's 4-tuple before its first byte; FIN_WAIT1 or LAST_ACK (this end closed or shut
- * down its side, in the process's own context) and CLOSE (any end, resets included) end it.
- * Unlike any syscalls:* tracepoint it runs for TCP only, a few times per connection. ---- */
+ * down its side, in the process's own context) and CLOSE (any end, resets included) end it,
+ * unless it is a client that may still read its answer (may_still_read). Unlike any
+ * syscalls:* tracepoint it runs for TCP only, a few times per connection. ---- */
 #ifdef SOCK_STATE
 #define TG_STATE_ESTABLISHED 1
 #define TG_STATE_SYN_SENT 2
 #define TG_STATE_SYN_RECV 3
 #define TG_STATE_FIN_WAIT1 4
 #define TG_STATE_CLOSE 7
+#define TG_STATE_FIN_WAIT2 5
 #define TG_STATE_LAST_ACK 9
+#define TG_STATE_CLOSING 11
+#define TG_RCV_SHUTDOWN 1   /* sk_shutdown: close() sets it before the FIN, shutdown(SHUT_WR) does not */
+#define TG_SOCK_DEAD_BIT 0  /* enum sock_flags: the socket's process closed it (orphaned) */
 
-static __always_inline void sock_ended(__u64 sk, int closed)
+/* A client with a request outstanding whose socket is ending may still read the answer:
+ * FIN_WAIT1 after shutdown(SHUT_WR), not close(); CLOSE reached from FIN_WAIT2 or CLOSING (the
+ * server answered and closed after that half-close) while its fd is still open. The entry then
+ * stays, and ends as any other: the answer read and swept, the fd reused, or the process gone. */
+static __always_inline int may_still_read(__u64 sk, int old, int new)
+{
+    if (new == TG_STATE_FIN_WAIT1) {
+        __u8 shutdown = 0;
+        bpf_probe_read_kernel(&shutdown, sizeof(shutdown), (const char *)sk + OFF_SK_SHUTDOWN);
+        return !(shutdown & TG_RCV_SHUTDOWN);
+    }
+    if (new == TG_STATE_CLOSE && (old == TG_STATE_FIN_WAIT2 || old == TG_STATE_CLOSING)) {
+        __u64 flags = 0;
+        bpf_probe_read_kernel(&flags, sizeof(flags), (const char *)sk + OFF_SK_FLAGS);
+        return !(flags & (1ULL << TG_SOCK_DEAD_BIT));
+    }
+    return 0;
+}
+
+static __always_inline void sock_ended(__u64 sk, int old, int new)
 {
     __u64 *owner = http_sock_conn.lookup(&sk);
 
     if (owner) {
         __u64 key = *owner;
         struct http_conn_state *st = http_conns.lookup(&key);
-        /* a client that shut down its side after the request still reads the answer, which
-         * ends by CLOSE at the latest */
-        if (st && st->sk == sk && !closed && st->role == ROLE_CLIENT && st->state == ST_REQUEST)
+        if (st && st->sk == sk && st->role == ROLE_CLIENT && st->state == ST_REQUEST &&
+            may_still_read(sk, old, new))
             return;
         if (st && st->sk == sk)
             conn_ended(st, key);
         http_sock_conn.delete(&sk);
     }
-    if (!closed)
+    if (new != TG_STATE_CLOSE)
         return;
     __u8 *role = http_role_hint.lookup(&sk); /* a lookup first, cheaper than a delete: listeners,
                                               * failed connects and sockets older than the agent have none */
@@ -1187,7 +1210,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         return 0;
     }
     if (new == TG_STATE_FIN_WAIT1 || new == TG_STATE_LAST_ACK || new == TG_STATE_CLOSE)
-        sock_ended(sk, new == TG_STATE_CLOSE);
+        sock_ended(sk, old, new);
     return 0;
 }
 #endif

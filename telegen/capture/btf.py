@@ -205,6 +205,8 @@ HTTP_OFFSETS: dict[str, tuple[str, str]] = {
     "OFF_TCP_COPIED_SEQ": ("tcp_sock", "copied_seq"),
     "OFF_SK_TYPE": ("sock", "sk_type"),
     "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
+    "OFF_SK_SHUTDOWN": ("sock", "sk_shutdown"),
+    "OFF_SK_FLAGS": ("sock_common", "skc_flags"),  # sk_flags is #defined to it
 }
 
 
@@ -212,6 +214,7 @@ def http_defines(btf: Btf) -> dict[str, int]:
     """sock_walk_defines plus the tcp_sock/sock members http.bpf.c reads."""
     out = sock_walk_defines(btf)
     out.update({name: btf.offset(st, member) for name, (st, member) in HTTP_OFFSETS.items()})
+    out["OFF_SK_FLAGS"] += btf.offset("sock", "__sk_common")
     return out
 
 
