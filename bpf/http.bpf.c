@@ -45,8 +45,6 @@
 #define OP_CONNECT 9
 #define OP_CLOSE 10 /* raw dispatch only: close is handled at entry */
 
-#define TG_IPPROTO_TCP 6
-
 #define MAX_IOV_SEGS 4 /* vectored I/O: the capture comes from the first four iovecs at most */
 
 struct syscall_args {
@@ -1132,16 +1130,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
  * unless it is a client that may still read its answer (may_still_read). Unlike any
  * syscalls:* tracepoint it runs for TCP only, a few times per connection. ---- */
 #ifdef SOCK_STATE
-#define TG_STATE_ESTABLISHED 1
-#define TG_STATE_SYN_SENT 2
-#define TG_STATE_SYN_RECV 3
-#define TG_STATE_FIN_WAIT1 4
-#define TG_STATE_CLOSE 7
-#define TG_STATE_FIN_WAIT2 5
-#define TG_STATE_LAST_ACK 9
-#define TG_STATE_CLOSING 11
-#define TG_RCV_SHUTDOWN 1   /* sk_shutdown: close() sets it before the FIN, shutdown(SHUT_WR) does not */
-#define TG_SOCK_DEAD_BIT 0  /* enum sock_flags: the socket's process closed it (orphaned) */
+#define TG_RCV_SHUTDOWN 1 /* sk_shutdown: close() sets it before the FIN, shutdown(SHUT_WR) does not */
 
 /* A client with a request outstanding whose socket is ending may still read the answer:
  * FIN_WAIT1 after shutdown(SHUT_WR), not close(); CLOSE reached from FIN_WAIT2 or CLOSING (the
@@ -1149,14 +1138,14 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
  * stays, and ends as any other: the answer read and swept, the fd reused, or the process gone. */
 static __always_inline int may_still_read(__u64 sk, int old, int new)
 {
-    if (new == TG_STATE_FIN_WAIT1) {
+    if (new == TG_TCP_FIN_WAIT1) {
         __u8 shutdown = 0;
         bpf_probe_read_kernel(&shutdown, sizeof(shutdown), (const char *)sk + OFF_SK_SHUTDOWN);
         return !(shutdown & TG_RCV_SHUTDOWN);
     }
-    if (new == TG_STATE_CLOSE && (old == TG_STATE_FIN_WAIT2 || old == TG_STATE_CLOSING)) {
+    if (new == TG_TCP_CLOSE && (old == TG_TCP_FIN_WAIT2 || old == TG_TCP_CLOSING)) {
         __u64 flags = 0;
-        bpf_probe_read_kernel(&flags, sizeof(flags), (const char *)sk + OFF_SK_FLAGS);
+        bpf_probe_read_kernel(&flags, sizeof(flags), (const char *)sk + OFF_SKC_FLAGS);
         return !(flags & (1ULL << TG_SOCK_DEAD_BIT));
     }
     return 0;
@@ -1176,7 +1165,7 @@ static __always_inline void sock_ended(__u64 sk, int old, int new)
             conn_ended(st, key);
         http_sock_conn.delete(&sk);
     }
-    if (new != TG_STATE_CLOSE)
+    if (new != TG_TCP_CLOSE)
         return;
     __u8 *role = http_role_hint.lookup(&sk); /* a lookup first, cheaper than a delete: listeners,
                                               * failed connects and sockets older than the agent have none */
@@ -1200,16 +1189,16 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     __u64 sk = (__u64)args->skaddr;
     int old = args->oldstate, new = args->newstate;
 
-    if (new == TG_STATE_ESTABLISHED) {
-        __u8 role = old == TG_STATE_SYN_SENT ? ROLE_CLIENT : ROLE_SERVER;
-        if (old != TG_STATE_SYN_SENT && old != TG_STATE_SYN_RECV)
+    if (new == TG_TCP_ESTABLISHED) {
+        __u8 role = old == TG_TCP_SYN_SENT ? ROLE_CLIENT : ROLE_SERVER;
+        if (old != TG_TCP_SYN_SENT && old != TG_TCP_SYN_RECV)
             return 0;
         http_role_hint.update(&sk, &role);
         if (role == ROLE_CLIENT)
             register_client((void *)sk); /* before its first byte can reach a server */
         return 0;
     }
-    if (new == TG_STATE_FIN_WAIT1 || new == TG_STATE_LAST_ACK || new == TG_STATE_CLOSE)
+    if (new == TG_TCP_FIN_WAIT1 || new == TG_TCP_LAST_ACK || new == TG_TCP_CLOSE)
         sock_ended(sk, old, new);
     return 0;
 }

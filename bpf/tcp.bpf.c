@@ -25,18 +25,6 @@
 #include "events.h"
 #include "sock_walk.h"
 
-#define TG_TCP_ESTABLISHED 1
-#define TG_TCP_SYN_SENT 2
-#define TG_TCP_SYN_RECV 3
-#define TG_TCP_CLOSE 7
-#define TG_TCP_LISTEN 10
-#define TG_IPPROTO_TCP 6
-#define TG_TCP_FIN_WAIT1 4
-#define TG_TCP_FIN_WAIT2 5
-#define TG_TCP_CLOSE_WAIT 8
-#define TG_TCP_LAST_ACK 9
-#define TG_TCP_CLOSING 11
-#define TG_SOCK_DONE_BIT 1  /* enum sock_flags: SOCK_DEAD, SOCK_DONE (tcp_fin sets it) */
 /* internal tcp_sock_state.flags, never in a record */
 #define TG_FLAG_CLOSED 0x80    /* CLOSE seen, waiting for tcp_destroy_sock */
 #define TG_FLAG_FIN_RCVD 0x40  /* the peer's FIN reached this socket (bytes_received counts it) */
@@ -277,7 +265,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     {
         __u64 sk_flags = 0;
         int err = 0;
-        bpf_probe_read_kernel(&sk_flags, sizeof(sk_flags), (char *)sk + OFF_SK_FLAGS);
+        bpf_probe_read_kernel(&sk_flags, sizeof(sk_flags), (char *)sk + OFF_SKC_FLAGS);
         bpf_probe_read_kernel(&err, sizeof(err), (char *)sk + OFF_SK_ERR);
 #ifdef PID_AT_CLOSE
         /* straight to CLOSE with neither a reset received nor an error: tcp_close() with unread

@@ -10,6 +10,21 @@
 #define TG_AF_INET 2
 #define TG_AF_INET6 10
 #define TG_SOCK_STREAM 1
+#define TG_IPPROTO_TCP 6
+/* include/net/tcp_states.h, as sock:inet_sock_set_state reports them */
+#define TG_TCP_ESTABLISHED 1
+#define TG_TCP_SYN_SENT 2
+#define TG_TCP_SYN_RECV 3
+#define TG_TCP_FIN_WAIT1 4
+#define TG_TCP_FIN_WAIT2 5
+#define TG_TCP_CLOSE 7
+#define TG_TCP_CLOSE_WAIT 8
+#define TG_TCP_LAST_ACK 9
+#define TG_TCP_LISTEN 10
+#define TG_TCP_CLOSING 11
+/* enum sock_flags bits of sk_flags (OFF_SKC_FLAGS) */
+#define TG_SOCK_DEAD_BIT 0 /* the socket's process closed it (orphaned) */
+#define TG_SOCK_DONE_BIT 1 /* tcp_fin() saw the peer's FIN */
 #define TG_S_IFMT 0170000
 #define TG_S_IFSOCK 0140000
 

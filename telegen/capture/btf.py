@@ -184,6 +184,7 @@ SOCK_WALK_OFFSETS: dict[str, tuple[str, str]] = {
     "OFF_SKC_DPORT": ("sock_common", "skc_dport"),
     "OFF_SKC_NUM": ("sock_common", "skc_num"),
     "OFF_SKC_FAMILY": ("sock_common", "skc_family"),
+    "OFF_SKC_FLAGS": ("sock_common", "skc_flags"),  # sk_flags is #defined to it
     "OFF_SKC_V6_DADDR": ("sock_common", "skc_v6_daddr"),
     "OFF_SKC_V6_RCV_SADDR": ("sock_common", "skc_v6_rcv_saddr"),
 }
@@ -206,7 +207,6 @@ HTTP_OFFSETS: dict[str, tuple[str, str]] = {
     "OFF_SK_TYPE": ("sock", "sk_type"),
     "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
     "OFF_SK_SHUTDOWN": ("sock", "sk_shutdown"),
-    "OFF_SK_FLAGS": ("sock_common", "skc_flags"),  # sk_flags is #defined to it
 }
 
 
@@ -214,7 +214,6 @@ def http_defines(btf: Btf) -> dict[str, int]:
     """sock_walk_defines plus the tcp_sock/sock members http.bpf.c reads."""
     out = sock_walk_defines(btf)
     out.update({name: btf.offset(st, member) for name, (st, member) in HTTP_OFFSETS.items()})
-    out["OFF_SK_FLAGS"] += btf.offset("sock", "__sk_common")
     return out
 
 
@@ -224,7 +223,6 @@ TCP_OFFSETS: dict[str, tuple[str, str]] = {
     "OFF_TCP_BYTES_ACKED": ("tcp_sock", "bytes_acked"),
     "OFF_TCP_SRTT_US": ("tcp_sock", "srtt_us"),
     "OFF_SK_ERR": ("sock", "sk_err"),
-    "OFF_SK_FLAGS": ("sock_common", "skc_flags"),  # sk_flags is #defined to it
     "OFF_SKC_NET": ("sock_common", "skc_net"),
 }
 
@@ -236,5 +234,4 @@ def tcp_defines(btf: Btf) -> dict[str, int]:
         out[name] = btf.offset(st, member)
     common = btf.offset("sock", "__sk_common")
     out["OFF_SKC_NET"] += common
-    out["OFF_SK_FLAGS"] += common
     return out
