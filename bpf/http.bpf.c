@@ -604,6 +604,9 @@ static __always_inline void handle_data(__u64 pid_tgid, __u32 fd, void *sk, __u8
         conn_ended(st, key);
         st = 0;
     }
+    if (st && !st->sampled && st->state == ST_RESPONSE && dir != request_dir(st) && !st->pipe_start_ns)
+        return; /* more of a shed exchange's answer: nothing it records moves (no record carries its
+                 * sizes; its end time stays the answer's start, which the sweep reads) */
     /* The bytes are looked at unless this is a shed exchange's answer: its state moves on
      * without them (a shed exchange's 100 Continue, or a second answer to requests that came in
      * one read, goes unnoticed; what is counted stays the same). A pipelined second request
@@ -1089,19 +1092,20 @@ static __always_inline __u32 sock_op(__u64 id)
  * the protocol before it starts one (a read of the socket a raw tracepoint saves every call). */
 static __always_inline int on_sock_io(void *sk, int ret, __u8 dir)
 {
-    struct raw_regs r;
-
     if (ret <= 0)
         return 0;
-    if (!syscall_regs(&r, (const void *)bpf_task_pt_regs(bpf_get_current_task_btf())))
+    /* A typed (BTF) pointer: its fields are plain loads the kernel guards against faults, not a
+     * bpf_probe_read_kernel call (bpf_stats under wrk: 5 ns less per run, 27 per request). */
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    if ((__u16)regs->cs != RAW_USER64_CS) /* a 64-bit syscall; 16 bits: FRED kernels keep more in the word */
         return 0;
-    __u32 op = sock_op(r.orig_ax);
+    __u32 op = sock_op(regs->orig_ax);
     if (!op || op_dir(op) != dir)
         return 0;
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid))
         return 0;
-    struct syscall_args args = {.buf = op == OP_SENDFILE ? 0 : r.si, .fd = (__u32)r.di, .op = op};
+    struct syscall_args args = {.buf = op == OP_SENDFILE ? 0 : regs->si, .fd = (__u32)regs->di, .op = op};
     return on_data(pid_tgid, args, ret, sk);
 }
 

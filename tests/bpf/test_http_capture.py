@@ -348,6 +348,47 @@ def test_kernel_shedding_keeps_exact_counts(capture: Capture) -> None:
     assert after["http_exchanges"] - before["http_exchanges"] >= 10
 
 
+def test_shed_answers_in_several_writes_leave_the_next_exchange_whole(capture: Capture) -> None:
+    """A shed exchange's answer after its first write is not looked at (the kernel returns
+    early): each still counts once, with its response, and the exchange kept after them on the
+    same connection has exactly its own request and answer."""
+    marker = uuid.uuid4().hex
+
+    def handle(conn: socket.socket) -> None:
+        while read_request(conn):  # head, then the body in two writes the client reads apart
+            for part in (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", b"hello", b"world"):
+                conn.sendall(part)
+                time.sleep(0.005)
+
+    def get(c: socket.socket, path: str) -> bytes:
+        c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        answer = b""
+        while not answer.endswith(b"helloworld"):
+            answer += c.recv(4096)
+        return answer
+
+    host, port = serve(handle)
+    before = capture.stage.counters()
+    with socket.create_connection((host, port)) as c:
+        capture.stage.set_shed(1000)
+        try:
+            for i in range(5):
+                get(c, f"/shed/{marker}/{i}")
+        finally:
+            capture.stage.set_shed(0)
+        assert get(c, f"/kept/{marker}").endswith(b"helloworld")
+    got = capture.wait(f"/kept/{marker}", 2)
+    after = capture.stage.counters()
+    assert capture.wait(f"/shed/{marker}", 1, timeout=0.3) == []
+    assert after["http_sampled_out"] - before["http_sampled_out"] >= 10  # both ends of 5 calls
+    assert after["http_no_response"] - before["http_no_response"] == 0
+    assert sorted(e.role for e in got) == [1, 2]
+    for ex in got:
+        assert ex.request == f"GET /kept/{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        assert ex.response.endswith(b"\r\n\r\nhelloworld") and ex.resp_size == len(ex.response)
+        assert ex.flags & 0x01 and not ex.flags & 0x80, ex.flags  # HAS_RESPONSE, not PIPELINED
+
+
 def test_partial_shedding_keeps_whole_captures(capture: Capture) -> None:
     """On a keep-alive connection shed exchanges and kept ones alternate at random: a kept one
     right after a shed one still has its whole request and response."""
