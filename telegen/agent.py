@@ -44,6 +44,7 @@ from telegen.selfmetrics import SelfCollector, ring_loss
 from telegen.signals import MetricSource
 from telegen.startup import CaptureSet
 from telegen.tcp_worker import LocalAddresses, TcpWorker, merge_ebpf_status
+from telegen.threads import NamedThread
 from telegen.timefmt import go_duration, rfc3339
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class Agent:
             self._stop.set()
 
         def on_hup(_signum: int, _frame: Any) -> None:
-            threading.Thread(target=self._reload_logged, name="telegen-reload", daemon=True).start()
+            NamedThread(target=self._reload_logged, name="telegen-reload", daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from telegen.capture.shedding import NodeCpu, ShedController
 from telegen.memory import release_free_memory
 from telegen.pipeline import BoundedQueue
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class CostGovernor:
         self._arrived, self._arrived_wall = self.records.produced, now
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread = NamedThread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float) -> None:

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from telegen.threads import NamedThread
+
 T = TypeVar("T")
 
 OverflowPolicy = Literal["drop_newest", "drop_oldest"]
@@ -208,7 +210,7 @@ class QueueWorker:
         raise NotImplementedError
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread = NamedThread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float) -> None:

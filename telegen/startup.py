@@ -24,6 +24,7 @@ from telegen.capture.stage import CaptureStage
 from telegen.capture.tcp_stage import TcpCaptureStage
 from telegen.config import EbpfConfig
 from telegen.pipeline import BoundedQueue
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class CaptureSet:
         # on failure each stage raises a LoadError naming what it needed BTF for
         with self.phases.phase("btf"), contextlib.suppress(BtfError):
             kernel_btf()
-        self._thread = threading.Thread(target=self._load, name="telegen-bpf-load", daemon=True)
+        self._thread = NamedThread(target=self._load, name="telegen-bpf-load", daemon=True)
         self._thread.start()
 
     def _load(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from telegen.api.apimetrics import ApiMetrics
 from telegen.config import SelfTelemetryConfig
 from telegen.control import AgentControl
+from telegen.threads import name_current_thread
 
 T = TypeVar("T")
 
@@ -35,7 +36,8 @@ class ApiContext:
         self.metrics = ApiMetrics()
         self.started_monotonic = time.monotonic()
         # Handlers never call the agent on the loop: a stage holding a lock must not wedge the API.
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="telegen-api-call")
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="telegen-api-call",
+                                           initializer=name_current_thread)
         self.cpu_profile_running = False
         self.api_thread_ident: int | None = None
 

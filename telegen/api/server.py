@@ -16,6 +16,7 @@ from telegen.api.middleware import Dispatcher
 from telegen.api.protocol import GuardedServer, loop_exception_handler
 from telegen.config import SelfTelemetryConfig, parse_listen
 from telegen.control import AgentControl
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ApiServer:
         host, port = split_listen(self._listen)
         ready = threading.Event()
         failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(host, port, ready, failure),
+        self._thread = NamedThread(target=self._run, args=(host, port, ready, failure),
                                         name="telegen-api", daemon=True)
         self._thread.start()
         if not ready.wait(timeout):

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from telegen.pipeline import BoundedQueue
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class RingbufReader:
         self.error: str = ""
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="telegen-ringbuf", daemon=True)
+        self._thread = NamedThread(target=self._run, name="telegen-ringbuf", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

@@ -21,6 +21,7 @@ from telegen.capture.ringbuf import wake_every
 from telegen.capture.sweep import IdleSweeper
 from telegen.config import EbpfConfig
 from telegen.pipeline import BoundedQueue
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 PAGE = 4096
@@ -82,7 +83,7 @@ class CaptureStage:
         ring = self.bpf.open_ringbuf("http_events")
         self.reader = RingbufReader(ring.read, self.records, wakeup_fd=ring.wakeup_fd())
         self.reader.start()
-        self._janitor = threading.Thread(target=self._janitor_loop, name="telegen-bpf-janitor", daemon=True)
+        self._janitor = NamedThread(target=self._janitor_loop, name="telegen-bpf-janitor", daemon=True)
         self._janitor.start()
         self.load_seconds = time.monotonic() - started
         attached = sum(p.attached for p in self.bpf.programs())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegen.discovery.backoff import Backoff
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class DockerWatcher:
     # --- lifecycle ---
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="telegen-docker", daemon=True)
+        self._thread = NamedThread(target=self._run, name="telegen-docker", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from telegen.discovery.backoff import Backoff
 from telegen.discovery.kube_store import KubeStore
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ResourceWatch:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"telegen-k8s-{self.kind}", daemon=True)
+        self._thread = NamedThread(target=self._run, name=f"telegen-k8s-{self.kind}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

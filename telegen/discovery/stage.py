@@ -22,6 +22,7 @@ from telegen.discovery.kubernetes import KubernetesWatcher, credentials_availabl
 from telegen.discovery.procfs import ProcessTable
 from telegen.discovery.workloads import discovered_services
 from telegen.enrich.enricher import Enricher
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class DiscoveryStage:
         if self.kube is not None:
             self.kube.start()
         if self.cloud_enabled:
-            threading.Thread(target=self._detect_cloud, name="telegen-cloud", daemon=True).start()
+            NamedThread(target=self._detect_cloud, name="telegen-cloud", daemon=True).start()
         else:
             self.cloud_done.set()
 

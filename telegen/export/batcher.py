@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from telegen.export.items import ExportItem, Signal
 from telegen.export.sender import SendResult
 from telegen.pipeline import BoundedQueue, OverflowPolicy
+from telegen.threads import set_native_name
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ class SignalWorker(threading.Thread):
         return done, min(q.exported - exported_before, mark), waiting
 
     def run(self) -> None:
+        set_native_name(self.name)
         q = self.export_queue
         while not self.stop_event.is_set():
             if not q.queue.wait_nonempty(0.5):

@@ -19,6 +19,7 @@ from telegen.export.prometheus import ExportSelfCollector, WorkloadCollector
 from telegen.export.sender import DEFAULT_MAX_REQUEST_BYTES, OtlpSender, RetryPolicy, parse_endpoint
 from telegen.pipeline import OverflowPolicy
 from telegen.signals import LogRecordItem, MetricSource, SpanRecord
+from telegen.threads import NamedThread
 from telegen.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class ExportStage:
             self.workers[signal] = worker
             worker.start()
         if self.sources:
-            self._metrics_thread = threading.Thread(target=self._collect_loop, name="telegen-export-collect",
+            self._metrics_thread = NamedThread(target=self._collect_loop, name="telegen-export-collect",
                                                     daemon=True)
             self._metrics_thread.start()
 

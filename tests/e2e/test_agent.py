@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +47,10 @@ def test_ready_fast_and_healthy(agent: RunningAgent) -> None:
     assert status == 200 and json.loads(body)["status"] == "ok"
     ready = json.loads(agent.get("/ready")[1])
     assert ready["checks"]["ebpf"] == "ok" and ready["checks"]["otlp"] in ("ok", "failed: no export yet")
+    # each busy thread is told apart by the kernel's name for it (top -H, ps -L, perf)
+    task = Path(f"/proc/{agent.proc.pid}/task")
+    names = {(entry / "comm").read_text().strip() for entry in task.iterdir()}
+    assert {"processing", "ringbuf", "governor", "api", "export-traces"} <= names, names
 
 
 def test_spans_red_and_trace_link(agent: RunningAgent, receiver: OtlpReceiver, http_server: int) -> None:
