@@ -36,9 +36,11 @@ class IdleSweeper:
         self.idle_ns = idle_ns
         state_layout = http_conn_state_layout(capture_bytes)
         self._state = struct.Struct(state_layout.format)
-        names = [name for name, _ in state_layout.fields]
-        self._state_at, self._end_at = names.index("state"), names.index("end_ns")
-        self._event = struct.Struct(http_exchange_layout(capture_bytes).format)
+        self._state_names = [name for name, _ in state_layout.fields]
+        self._state_at, self._end_at = self._state_names.index("state"), self._state_names.index("end_ns")
+        event_layout = http_exchange_layout(capture_bytes)
+        self._event = struct.Struct(event_layout.format)
+        self._event_names = [name for name, _ in event_layout.fields]
         self.emitted = 0
         self.sampled_out = 0
         self.pipelined_merged = 0
@@ -81,22 +83,24 @@ class IdleSweeper:
         return records, done, unreadable
 
     def _finish(self, records: list[bytes], key: int, fields: tuple[Any, ...], why: int, now_ns: int) -> None:
-        """One finished exchange, emitted or (shed) counted, as the kernel's emit() does."""
-        (role, state, flags, family, sampled, _p0, tid, lport, pport, req_len, resp_len, permille, _p1,
-         cgroup_id, start, resp_start, end, req_size, resp_size, pipe_start, _pipe_offset, laddr, paddr,
-         trace_id, span_id, parent, _sk, _req_seq, _p2, req, resp) = fields
-        if pipe_start:
+        """One finished exchange, emitted or (shed) counted, as the kernel's emit() does. Fields
+        are taken by name from both layouts, so a field added to events.h cannot land in the
+        wrong place (one this misses leaves None, which pack() refuses)."""
+        st = dict(zip(self._state_names, fields, strict=True))
+        if st["pipe_start_ns"]:
             self.pipelined_merged += 1  # its second answer never started a read of its own
-        answered = state == ST_RESPONSE
+        answered = st["state"] == ST_RESPONSE
         if not answered:
             self.no_response += 1
-        if not sampled:
+        if not st["sampled"]:
             self.sampled_out += 1
             return
         cap = self.capture_bytes
-        records.append(self._event.pack(
-            EVENT_HTTP_EXCHANGE, role, flags | why | (HTTP_FLAG_HAS_RESPONSE if answered else 0), family,
-            key >> 32, tid, key & 0xFFFFFFFF, cgroup_id, start, resp_start, end or now_ns, req_size, resp_size,
-            laddr, paddr, lport, pport, min(req_len, cap), min(resp_len, cap), permille, b"\0" * 6,
-            trace_id, span_id, parent, req[:cap], resp[:cap]))
+        event = {name: st.get(name) for name in self._event_names}  # the fields both carry
+        event.update(
+            type=EVENT_HTTP_EXCHANGE, flags=st["flags"] | why | (HTTP_FLAG_HAS_RESPONSE if answered else 0),
+            pid=key >> 32, fd=key & 0xFFFFFFFF, end_ns=st["end_ns"] or now_ns,
+            req_len=min(st["req_len"], cap), resp_len=min(st["resp_len"], cap), _pad=b"\0" * 6,
+            req=st["req"][:cap], resp=st["resp"][:cap])
+        records.append(self._event.pack(*(event[name] for name in self._event_names)))
         self.emitted += 1
