@@ -6,6 +6,7 @@ strings interned, and each kind has a cap whose overflow is counted.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -108,6 +109,19 @@ def service_from_json(obj: Mapping[str, Any]) -> ServiceMeta:
         cluster_ips=tuple(ips), selector=_pairs(spec.get("selector")),
         ports=tuple(sorted({int(p["port"]) for p in spec.get("ports") or [] if p.get("port")})),
     )
+
+
+# A CronJob names each Job it starts "<cronjob>-<scheduled time in minutes since the epoch>", 8
+# digits from 1989 to the 22nd century. Jobs are not watched (no field selector keeps the list to
+# one node), so the name is how a pod's CronJob is known, as OpenTelemetry's k8sattributes
+# processor does; 8 digits or more keep a Job named by hand like "migrate-2" a Job.
+_CRONJOB_JOB_NAME = re.compile(r"^(.+)-[0-9]{8,}$")
+
+
+def cronjob_of(job_name: str) -> str:
+    """The CronJob that started the Job `job_name`, by its name; "" if none did."""
+    m = _CRONJOB_JOB_NAME.match(job_name)
+    return m.group(1) if m else ""
 
 
 def replicaset_owner(obj: Mapping[str, Any]) -> tuple[tuple[str, str], str]:
@@ -237,10 +251,13 @@ class KubeStore:
 
     # --- queries ---
     def workload(self, pod: PodMeta) -> tuple[str, str]:
-        """(kind, name) of the pod's top owner: ReplicaSet -> Deployment when the chain is known."""
+        """(kind, name) of the pod's top owner: ReplicaSet -> Deployment when the chain is known,
+        Job -> CronJob when the Job's name is one a CronJob gives (cronjob_of)."""
         if pod.owner_kind == "ReplicaSet":
             dep = self.replicasets.get((pod.namespace, pod.owner_name), "")
             return ("Deployment", dep) if dep else ("ReplicaSet", pod.owner_name)
+        if pod.owner_kind == "Job" and (cron := cronjob_of(pod.owner_name)):
+            return "CronJob", cron
         return pod.owner_kind, pod.owner_name
 
     def services_for(self, pod: PodMeta) -> list[ServiceMeta]:

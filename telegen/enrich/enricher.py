@@ -195,8 +195,8 @@ class Enricher:
                           "k8s.node.name": pod.node or self.node_name, "k8s.container.name": k8s_container})
             if workload[0] in _WORKLOAD_ATTR:
                 attrs[_WORKLOAD_ATTR[workload[0]]] = workload[1]
-            if pod.owner_kind == "ReplicaSet":
-                attrs["k8s.replicaset.name"] = pod.owner_name
+            if pod.owner_kind in ("ReplicaSet", "Job"):  # the owner under a Deployment or a CronJob
+                attrs[_WORKLOAD_ATTR[pod.owner_kind]] = pod.owner_name
             for k, v in pod.labels:
                 if k in self.labels:
                     attrs[f"k8s.pod.label.{k}"] = v

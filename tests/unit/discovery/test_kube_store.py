@@ -34,6 +34,18 @@ def test_owner_chain_and_indexes() -> None:
     assert s.workload(p) == ("ReplicaSet", "web-6d4b")
 
 
+def test_job_pods_name_their_cronjob_by_the_jobs_name() -> None:
+    s = KubeStore()
+    s.replace_pods([pod("backup-29391840-x7k2p", uid(1), owner=("Job", "backup-29391840")),
+                    pod("nightly-db-report-29391840-abcde", uid(2), owner=("Job", "nightly-db-report-29391840")),
+                    pod("migrate-2-q9z8w", uid(3), owner=("Job", "migrate-2")),
+                    pod("load-1234567-zz", uid(4), owner=("Job", "load-1234567"))])
+    assert s.workload(s.pods[uid(1)]) == ("CronJob", "backup")
+    assert s.workload(s.pods[uid(2)]) == ("CronJob", "nightly-db-report")
+    assert s.workload(s.pods[uid(3)]) == ("Job", "migrate-2")  # a Job named by hand stays a Job
+    assert s.workload(s.pods[uid(4)]) == ("Job", "load-1234567")  # 7 digits: not a scheduled time
+
+
 def test_caps_count_overflow() -> None:
     s = KubeStore(max_pods=3)
     s.replace_pods([pod(f"p{i}", uid(i)) for i in range(5)])

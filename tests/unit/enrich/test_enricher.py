@@ -103,6 +103,15 @@ def _kube() -> KubeStore:
     return s
 
 
+def test_cronjob_pod_carries_the_cronjob_and_its_job() -> None:
+    kube = KubeStore()
+    kube.replace_pods([pod("backup-29391840-x7k2p", POD, namespace="ops", container_id=CID, container="backup",
+                           owner=("Job", "backup-29391840"))])
+    res = dict(Enricher(ProcessTable(FIXTURES / "containerd_v2_systemd_k8s"), kube=kube).resource_for(4242))
+    assert res["k8s.cronjob.name"] == "backup" and res["k8s.job.name"] == "backup-29391840"
+    assert res["k8s.pod.name"] == "backup-29391840-x7k2p"
+
+
 def test_kubernetes_pod() -> None:
     e = Enricher(ProcessTable(FIXTURES / "containerd_v2_systemd_k8s"), kube=_kube(), node_name="node-1",
                  cluster_name="prod", label_allowlist=["tier"], annotation_allowlist=["team"])
