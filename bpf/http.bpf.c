@@ -953,21 +953,10 @@ int syscall__close(struct pt_regs *ctx, unsigned long fd) { return on_close(fd);
 #if defined(RAW_SYSCALLS) || defined(SOCK_IO)
 #include <asm/unistd.h>
 
-/* struct pt_regs from si to cs: the first two syscall arguments (di, si) and the code segment */
-struct raw_regs {
-    __u64 si, di, orig_ax, ip, cs;
-};
-_Static_assert(offsetof(struct pt_regs, cs) - offsetof(struct pt_regs, si) == 32, "x86_64 struct pt_regs");
 /* __USER_CS: a 64-bit syscall. 32-bit ones (int 0x80, sysenter: __USER32_CS) number syscalls
- * differently and pass arguments in other registers; syscalls:* tracepoints skip them too. */
+ * differently and pass arguments in other registers; syscalls:* tracepoints skip them too.
+ * Compared on 16 bits: FRED kernels keep more in the word. */
 #define RAW_USER64_CS 0x33
-
-/* The registers at `regs` when they are a 64-bit syscall's; 0 otherwise. */
-static __always_inline int syscall_regs(struct raw_regs *r, const void *regs)
-{
-    return regs && !bpf_probe_read_kernel(r, sizeof(*r), (const char *)regs + offsetof(struct pt_regs, si)) &&
-           (__u16)r->cs == RAW_USER64_CS; /* 16 bits: FRED kernels keep more in the word */
-}
 #endif
 
 /* ---- raw_syscalls:sys_enter / sys_exit: -DRAW_SYSCALLS plus one -DRAW_<syscall> per syscall
@@ -975,6 +964,21 @@ static __always_inline int syscall_regs(struct raw_regs *r, const void *regs)
  * sys_enter after one switch, before any helper call, and sys_exit after the task-storage
  * lookup (no entry, or op 0). ---- */
 #ifdef RAW_SYSCALLS
+/* struct pt_regs from si to cs: the first two syscall arguments (di, si) and the code segment.
+ * sys_enter's pt_regs pointer is an untyped argument, so they are copied with a helper (the sock
+ * pair's come typed from bpf_task_pt_regs and are loaded directly). */
+struct raw_regs {
+    __u64 si, di, orig_ax, ip, cs;
+};
+_Static_assert(offsetof(struct pt_regs, cs) - offsetof(struct pt_regs, si) == 32, "x86_64 struct pt_regs");
+
+/* The registers at `regs` when they are a 64-bit syscall's; 0 otherwise. */
+static __always_inline int syscall_regs(struct raw_regs *r, const void *regs)
+{
+    return regs && !bpf_probe_read_kernel(r, sizeof(*r), (const char *)regs + offsetof(struct pt_regs, si)) &&
+           (__u16)r->cs == RAW_USER64_CS;
+}
+
 static __always_inline __u32 raw_op(__u64 id)
 {
     switch (id) {
@@ -1097,7 +1101,7 @@ static __always_inline int on_sock_io(void *sk, int ret, __u8 dir)
     /* A typed (BTF) pointer: its fields are plain loads the kernel guards against faults, not a
      * bpf_probe_read_kernel call (bpf_stats under wrk: 5 ns less per run, 27 per request). */
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    if ((__u16)regs->cs != RAW_USER64_CS) /* a 64-bit syscall; 16 bits: FRED kernels keep more in the word */
+    if ((__u16)regs->cs != RAW_USER64_CS) /* a 64-bit syscall */
         return 0;
     __u32 op = sock_op(regs->orig_ax);
     if (!op || op_dir(op) != dir)
