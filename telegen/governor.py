@@ -3,8 +3,8 @@
 Every 0.1 s, or as soon as a surge of records has arrived, it prices them (feed-forward: a
 flood is cut at once); every second it compares the agent's CPU (the whole process) with its
 budget and the node's idle share and moves the kernel's shed rate (telegen.capture.shedding).
-Once a backlog of records
-has been worked off, it hands the memory it left free back to the kernel (telegen.memory).
+Once a backlog of records has been worked off, it hands the memory it left free back to the
+kernel (telegen.memory).
 
 It runs apart from the processing thread, so the steering keeps its cadence whatever the
 processing thread is doing (a large batch, or yielding the CPU to the workloads).
