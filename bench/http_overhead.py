@@ -281,6 +281,7 @@ discovery:
         raise RuntimeError("agent not ready in time: " + self.log.read_text()[-2000:])
 
     def snapshot(self) -> dict:
+        cpu_s = proc_cpu_seconds(self.proc.pid)  # before this snapshot's own API calls
         status = json.loads(http_get(self.base + "/status/ebpf")[1])
         export = json.loads(http_get(self.base + "/status/export")[1])
         metrics = http_get(self.base + "/metrics")[1].decode()
@@ -298,21 +299,35 @@ discovery:
             "spans_collected": float(m.group(1)) if m else float("nan"),
             "spans_exported": export["queues"]["traces"]["exported"],
             "spans_export_dropped": export["queues"]["traces"]["dropped"],
-            "cpu_s": proc_cpu_seconds(self.proc.pid),
+            "cpu_s": cpu_s,
         }
 
-    def wait_drained(self, before: dict, timeout: float = 10.0) -> dict:
-        """Poll until spans_collected stops moving (the pipeline has caught up)."""
-        last = self.snapshot()
+    def queues(self) -> tuple[int | None, dict]:
+        """(records waiting for decode, or None from an agent whose /status/ebpf lacks http.queue;
+        the traces export queue's counts)."""
+        http = json.loads(http_get(self.base + "/status/ebpf")[1])["http"]
+        traces = json.loads(http_get(self.base + "/status/export")[1])["queues"]["traces"]
+        size = http["queue"]["size"] if "queue" in http else None
+        return size, traces
+
+    def wait_drained(self, timeout: float = 10.0) -> dict:
+        """Wait until what the load left is worked off: its records decoded, then every span
+        offered for export by then exported (or dropped), after the ring buffer's 50 ms timer and
+        the 250 ms idle sweep have had their turn. Not "until the counts stop moving": these
+        polls are HTTP calls, and their own client exchanges (the bench's end) are spans too, so
+        the counts never stopped and the wait ran to its timeout, counting 10 s of an idle agent
+        answering polls as the load's drain."""
+        time.sleep(0.4)
         deadline = time.monotonic() + timeout
+        offered = None
         while time.monotonic() < deadline:
-            time.sleep(0.5)
-            cur = self.snapshot()
-            if (cur["spans_collected"] == last["spans_collected"] and cur["exchanges"] == last["exchanges"]
-                    and cur["spans_exported"] == last["spans_exported"]):
-                return cur
-            last = cur
-        return last
+            waiting, traces = self.queues()
+            if offered is None and not waiting:
+                offered = traces["produced"]  # the polls' own spans come after these
+            if offered is not None and traces["exported"] + traces["dropped"] >= offered:
+                break
+            time.sleep(0.25)
+        return self.snapshot()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -400,7 +415,7 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
         row["load"] = run(nginx.port, args)
         window = time.monotonic() - t0
         at_end = agent.snapshot()
-        drained = agent.wait_drained(before)
+        drained = agent.wait_drained()
         row["rss_mib_end"] = rss_mib(agent.proc.pid)
         d = {k: drained[k] - before[k] for k in ("events_lost", "exchanges", "sampled_out",
                                                  "spans_collected", "emitted", "thinned", "dropped_in_agent",

@@ -287,6 +287,8 @@ class Agent:
         status = merge_ebpf_status(self.capture.status() if self.capture else None, tcp)
         if status and "http" in status:
             status["http"]["shedding"] = {**self.governor.status(), "thinned": self.processing.thinner.thinned}
+            # records read from the ring buffer and waiting for decode, like tcp.queue
+            status["http"]["queue"] = self.processing.records.stats()
         return status
 
     def _self_metrics(self) -> dict[str, Any]:

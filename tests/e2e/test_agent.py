@@ -167,6 +167,10 @@ def test_status_ebpf_reports_attach_methods(agent: RunningAgent) -> None:
                                                                                 "close"}
     assert {p["type"] for p in attached if not p["name"].startswith("http_")} <= {"tracepoint"}
     assert ebpf["ringbuf"]["events_received"] > 0
+    # the records read and not yet decoded: every one offered is waiting, taken or dropped
+    queue = ebpf["http"]["queue"]
+    assert queue["produced"] > 0 and queue["capacity"] > 0
+    assert queue["produced"] == queue["size"] + queue["taken"] + sum(queue["dropped"].values())
 
 
 def test_sigterm_exits_zero_within_grace(agent: RunningAgent) -> None:
