@@ -244,7 +244,7 @@ class OtlpSink:
 
 
 class Agent:
-    def __init__(self, workdir: Path, index: int, otlp_endpoint: str = "") -> None:
+    def __init__(self, workdir: Path, index: int, otlp_endpoint: str = "", extra_yaml: str = "") -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = workdir / f"agent-{index}.yaml"
@@ -259,7 +259,7 @@ export:
 discovery:
   kubernetes: {{enabled: false}}
   docker: {{enabled: false}}
-""")
+{extra_yaml}""")
         self.log = workdir / f"agent-{index}.log"
         self.proc: subprocess.Popen | None = None
         self.start_to_ready_s: float | None = None

@@ -142,7 +142,7 @@ class EbpfConfig(_Model):
     network: FeatureToggle = FeatureToggle(enabled=False)
     capture_bytes: int = Field(256, ge=16, le=4096)
     cpu_budget: float = Field(0.25, gt=0, le=8)  # cores the agent may use before the kernel sheds span work
-    cpu_budget_saturated: float = Field(0.03, gt=0, le=8)  # the same while the node has < 25 % idle CPU
+    cpu_budget_saturated: float = Field(0.01, gt=0, le=8)  # the same while the node has < 25 % idle CPU
     exclude_self: bool = True
     ringbuf_pages: int = Field(2048, ge=1)
     max_connections: int = Field(65536, ge=64, le=4_194_304)

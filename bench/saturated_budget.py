@@ -1,0 +1,123 @@
+"""Saturation throughput against `agent.ebpf.cpu_budget_saturated`: no agent, then one agent per
+budget in rotated order, then no agent again, in each round (nginx and wrk as in
+bench/http_overhead.py: nginx on CPU 0, `wrk -t1 -c32` and the OTLP sink on CPU 1).
+
+    .venv/bin/python bench/saturated_budget.py --budgets 0.03,0.01 --rounds 10
+
+Each agent's throughput is divided by the mean of its round's two OFF runs. A round whose two
+OFF runs differ by more than 5 % (this host changes speed within minutes) is reported but left
+out of the medians. Per budget: the medians of the ratio and of the agent's cores over the wrk
+run (its onset included), the kernel's shed rate at the end, and events lost; per budget after
+the first, the paired differences with the first. Needs root (BPF). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import http_overhead as ho
+
+BRACKET_TOLERANCE = 0.05
+
+
+def run_agent(budget: str, nginx: ho.Nginx, sink: ho.OtlpSink, workdir: Path, index: int,
+              args: argparse.Namespace) -> dict:
+    agent = ho.Agent(workdir, index, f"127.0.0.1:{sink.port}",
+                     extra_yaml=f"agent:\n  ebpf:\n    cpu_budget_saturated: {budget}\n")
+    try:
+        agent.start()
+        time.sleep(args.settle)
+        cpu0 = ho.proc_cpu_seconds(agent.proc.pid)
+        load = ho.run_wrk(nginx.port, args)
+        cores = (ho.proc_cpu_seconds(agent.proc.pid) - cpu0) / args.wrk_duration
+        http = json.loads(ho.http_get(agent.base + "/status/ebpf")[1])
+        return {"budget": budget, "rps": load["rps"], "agent_cores": round(cores, 4),
+                "shed_permille_end": http["http"]["shed_permille"], "events_lost": http["ringbuf"]["events_lost"]}
+    finally:
+        agent.stop()
+
+
+def summarize(rounds: list[dict], budgets: list[str]) -> dict:
+    clean = [r for r in rounds if r["clean"]]
+    out: dict = {"rounds": len(rounds), "clean_rounds": len(clean), "budgets": {}}
+    for b in budgets:
+        ratios = [r["ratio"][b] for r in clean]
+        out["budgets"][b] = {
+            "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+            "ratios": sorted(round(x, 3) for x in ratios),
+            "agent_cores_median": statistics.median(r["agents"][b]["agent_cores"] for r in rounds),
+            "events_lost_total": sum(r["agents"][b]["events_lost"] for r in rounds),
+        }
+    for b in budgets[1:]:
+        diffs = [r["ratio"][b] - r["ratio"][budgets[0]] for r in clean]
+        out["budgets"][b][f"paired_minus_{budgets[0]}"] = {
+            "each": sorted(round(x, 3) for x in diffs), "median": round(statistics.median(diffs), 3) if diffs else None}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", default="0.03,0.01", help="cores, comma-separated; the first is the reference")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--wrk-duration", type=int, default=4)
+    parser.add_argument("--wrk-connections", type=int, default=32)
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds after /ready before load")
+    parser.add_argument("--output", default=str(ho.ROOT / "bench" / "results" / "saturated_budget.json"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (BPF)", file=sys.stderr)
+        return 2
+    budgets = args.budgets.split(",")
+    workdir = Path(tempfile.mkdtemp(prefix="telegen-budget-"))
+    workdir.chmod(0o755)  # nginx's worker runs as www-data and must read the docroot
+    nginx, sink = ho.Nginx(workdir), None
+    rounds: list[dict] = []
+    started = time.time()
+    try:
+        nginx.start()
+        sink = ho.OtlpSink()
+        for rnd in range(args.rounds):
+            order = budgets[rnd % len(budgets):] + budgets[:rnd % len(budgets)]
+            off = [ho.run_wrk(nginx.port, args)["rps"]]
+            agents = {}
+            for i, b in enumerate(order):
+                agents[b] = run_agent(b, nginx, sink, workdir, rnd * 10 + i, args)
+                time.sleep(0.5)
+            off.append(ho.run_wrk(nginx.port, args)["rps"])
+            mean_off = statistics.mean(off)
+            row = {"round": rnd + 1, "order": order, "off_rps": off,
+                   "clean": abs(off[0] / off[1] - 1) <= BRACKET_TOLERANCE,
+                   "ratio": {b: agents[b]["rps"] / mean_off for b in budgets}, "agents": agents}
+            rounds.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        if sink:
+            sink.stop()
+        nginx.stop()
+    result = {
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": " ".join([".venv/bin/python", "bench/saturated_budget.py", *sys.argv[1:]]),
+        "wall_s": round(time.time() - started, 1),
+        "summary": summarize(rounds, budgets),
+        "rounds": rounds,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
