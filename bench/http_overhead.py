@@ -11,7 +11,9 @@ Two regimes (issue 4, Performance):
    p99 ON/OFF, spans collected per request sent (each request is two exchanges the agent sees:
    nginx's SERVER side and the load generator's CLIENT side), events lost.
 2. saturation: Debian's ``wrk -t1 -c32`` pinned to CPU 1. Reports throughput ON/OFF, kernel
-   exchange count vs wrk's request count, shed ratio.
+   exchange count vs wrk's request count, shed ratio. This host changes speed within minutes,
+   so besides the bracketed ratio each ON run is compared with the OFF runs at its own speed,
+   told by the kernel's softirq cost per request (``throughput_ratio_phase_matched``).
 
 nginx (``/usr/sbin/nginx``, master + 1 worker) is pinned to CPU 0. The agent is not pinned. In
 ON rounds the agent exports over OTLP/gRPC with its default settings (no compression) to bench/otlp_sink.py,
@@ -128,6 +130,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def node_cpu_ticks() -> dict[str, int]:
+    """The node's CPU time so far by kind (/proc/stat's first line, in clock ticks)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    return dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
+                    map(int, fields), strict=True))
+
+
+def host_phase(before: dict[str, int], after: dict[str, int], requests: int) -> dict:
+    """The kernel's own cost per request over a load, which tells this host's speed apart.
+
+    The host moves between two speeds within minutes (wrk OFF about 115k or 190k req/s); at the
+    slower one the loopback path itself costs more: softirq 4.5-5.6 µs per request against
+    2.1-2.3, whether the agent runs or not (its programs run in the syscalls, not in softirq,
+    except a few per connection). So an ON round is compared with the OFF rounds of its own
+    speed (phase_matched_ratios)."""
+    us = {k: (after[k] - before[k]) * 1e6 / CLK_TCK / max(1, requests) for k in ("softirq", "system")}
+    return {"softirq_us_per_req": round(us["softirq"], 2), "system_us_per_req": round(us["system"], 2)}
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -411,7 +432,10 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
     run = run_fixed if regime == "fixed" else run_wrk
     row: dict = {"regime": regime, "agent": "on" if on else "off"}
     if not on:
+        ticks = node_cpu_ticks()
         row["load"] = run(nginx.port, args)
+        if regime == "saturation":
+            row["host"] = host_phase(ticks, node_cpu_ticks(), row["load"]["requests"])
         return row
     sink = OtlpSink() if args.export == "otlp" else None
     agent = Agent(workdir, index, f"127.0.0.1:{sink.port}" if sink else "")
@@ -420,9 +444,12 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
         row["start_to_ready_s"] = agent.start_to_ready_s
         time.sleep(args.settle)
         before = agent.snapshot()
+        ticks = node_cpu_ticks()
         t0 = time.monotonic()
         row["load"] = run(nginx.port, args)
         window = time.monotonic() - t0
+        if regime == "saturation":
+            row["host"] = host_phase(ticks, node_cpu_ticks(), row["load"]["requests"])
         at_end = agent.snapshot()
         drained = agent.wait_drained()
         row["rss_mib_end"] = rss_mib(agent.proc.pid)
@@ -481,6 +508,29 @@ def bracketed_ratios(off: list[dict], on: list[dict], key: str) -> dict:
     return {"each": each, "median": round(statistics.median(each), 3) if each else None, "left_out": left_out}
 
 
+# Two runs are at the same host speed when their softirq cost per request is this close.
+PHASE_TOLERANCE = 0.15
+
+
+def phase_matched_ratios(off: list[dict], on: list[dict]) -> dict:
+    """Each ON round's throughput against the median of the OFF rounds at the same host speed
+    (softirq cost per request within PHASE_TOLERANCE, host_phase), from anywhere in the run. An
+    ON round with no such OFF round (the host changed speed during it) is left out, and counted.
+    Each ratio comes with its softirq cost, so the two speeds read apart."""
+    each: list[dict] = []
+    left_out = 0
+    for row in on:
+        phase = row["host"]["softirq_us_per_req"]
+        same = [r["load"]["rps"] for r in off if abs(r["host"]["softirq_us_per_req"] / phase - 1) <= PHASE_TOLERANCE]
+        if not same or not phase:
+            left_out += 1
+            continue
+        each.append({"softirq_us_per_req": phase, "off_runs": len(same),
+                     "ratio": round(row["load"]["rps"] / statistics.median(same), 3)})
+    ratios = [e["ratio"] for e in each]
+    return {"each": each, "median": round(statistics.median(ratios), 3) if ratios else None, "left_out": left_out}
+
+
 def summarize(rows: list[dict]) -> dict:
     def on_off(regime: str) -> tuple[list[dict], list[dict]]:
         sel = [r for r in rows if r["regime"] == regime]
@@ -525,6 +575,8 @@ def summarize(rows: list[dict]) -> dict:
             "throughput_ratio_on_off_median": round(rps_on / rps_off, 3),
             "throughput_ratio_pairs": pair_ratios(off[:len(on)], on, "rps"),
             "throughput_ratio_bracketed": bracketed_ratios(off, on, "rps"),
+            "throughput_ratio_phase_matched": phase_matched_ratios(off, on),
+            "softirq_us_per_req_off": [r["host"]["softirq_us_per_req"] for r in off],
             "wrk_requests_on": [r["load"]["requests"] for r in on],
             "kernel_exchanges_on": [r["delta"]["exchanges"] for r in on],
             "exchanges_per_wrk_request": [r["exchanges_per_request"] for r in on],
