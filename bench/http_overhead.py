@@ -521,8 +521,9 @@ def phase_matched_ratios(off: list[dict], on: list[dict]) -> dict:
     left_out = 0
     for row in on:
         phase = row["host"]["softirq_us_per_req"]
-        same = [r["load"]["rps"] for r in off if abs(r["host"]["softirq_us_per_req"] / phase - 1) <= PHASE_TOLERANCE]
-        if not same or not phase:
+        same = [r["load"]["rps"] for r in off
+                if phase and abs(r["host"]["softirq_us_per_req"] / phase - 1) <= PHASE_TOLERANCE]
+        if not same:
             left_out += 1
             continue
         each.append({"softirq_us_per_req": phase, "off_runs": len(same),

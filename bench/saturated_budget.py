@@ -27,8 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_overhead as ho
 
-BRACKET_TOLERANCE = 0.05
-
 
 def run_agent(budget: str, nginx: ho.Nginx, sink: ho.OtlpSink, workdir: Path, index: int,
               args: argparse.Namespace) -> dict:
@@ -96,7 +94,7 @@ def main() -> int:
             off.append(ho.run_wrk(nginx.port, args)["rps"])
             mean_off = statistics.mean(off)
             row = {"round": rnd + 1, "order": order, "off_rps": off,
-                   "clean": abs(off[0] / off[1] - 1) <= BRACKET_TOLERANCE,
+                   "clean": abs(off[0] / off[1] - 1) <= ho.BRACKET_TOLERANCE,
                    "ratio": {b: agents[b]["rps"] / mean_off for b in budgets}, "agents": agents}
             rounds.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)

@@ -44,6 +44,8 @@ def test_a_bracket_of_two_fast_off_runs_lets_a_slow_on_run_through_where_phases_
     on = [run(118_000, 5.3)]
     assert ho.bracketed_ratios(off, on, "rps")["each"] == [round(118_000 / 195_000, 3)]
     assert ho.phase_matched_ratios(off, on) == {"each": [], "median": None, "left_out": 1}
+    # a run that read no softirq time at all matches nothing, and does not divide by it
+    assert ho.phase_matched_ratios(off, [run(118_000, 0.0)])["left_out"] == 1
 
 
 def test_host_phase_is_kernel_time_per_request(ho: ModuleType) -> None:
