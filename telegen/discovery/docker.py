@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -30,6 +31,26 @@ class ContainerMeta:
     compose_service: str
     pid: int  # 0 when not running
     running: bool
+    # Its addresses on Docker networks (bridge, user-defined): a peer there is named after it.
+    # Empty with the host's network, and once it stops (the addresses go back to the pool).
+    ips: tuple[str, ...] = ()
+
+    def peer_name(self) -> str:
+        """What a span's server/client address becomes when it is this container: the name its
+        own spans carry as service.name from Docker (compose service, else container name)."""
+        return self.compose_service or self.name
+
+
+def network_ips(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """A running container's IPv4 and global IPv6 addresses across its networks, from inspect."""
+    settings = data.get("NetworkSettings") or {}
+    found: list[str] = []
+    for net in (settings.get("Networks") or {}).values():
+        for key in ("IPAddress", "GlobalIPv6Address"):
+            ip = str((net or {}).get(key) or "")
+            if ip and ip not in found:
+                found.append(ip)
+    return tuple(found)
 
 
 def meta_from_inspect(data: Mapping[str, Any], allow: frozenset[str]) -> ContainerMeta:
@@ -46,6 +67,7 @@ def meta_from_inspect(data: Mapping[str, Any], allow: frozenset[str]) -> Contain
         compose_service=str(labels.get(COMPOSE_SERVICE, "")),
         pid=int(state.get("Pid") or 0) if running else 0,
         running=running,
+        ips=network_ips(data) if running else (),
     )
 
 
@@ -60,6 +82,7 @@ class DockerWatcher:
         self._backoff = backoff or Backoff(0.8, 30.0)
         self._containers: dict[str, ContainerMeta] = {}
         self._by_pid: dict[int, str] = {}
+        self._by_ip: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.synced = threading.Event()
@@ -77,6 +100,10 @@ class DockerWatcher:
 
     def by_pid(self, pid: int) -> ContainerMeta | None:
         cid = self._by_pid.get(pid)
+        return self._containers.get(cid) if cid else None
+
+    def by_ip(self, ip: str) -> ContainerMeta | None:
+        cid = self._by_ip.get(ip)
         return self._containers.get(cid) if cid else None
 
     def containers(self) -> list[ContainerMeta]:
@@ -119,7 +146,8 @@ class DockerWatcher:
                 self.connected = True
                 self.synced.set()
                 self._backoff.reset()
-                self._stream = client.events(since=since, decode=True, filters={"type": "container"})
+                # network events: a running container connected to or disconnected from a network
+                self._stream = client.events(since=since, decode=True, filters={"type": ["container", "network"]})
                 for event in self._stream:
                     if self._stop.is_set():
                         break
@@ -152,12 +180,18 @@ class DockerWatcher:
         with self._lock:
             self._containers = fresh
             self._by_pid = {m.pid: m.id for m in fresh.values() if m.pid}
+            self._by_ip = {ip: m.id for m in fresh.values() for ip in m.ips}
             self.generation += 1
 
     def _handle(self, client: Any, event: Mapping[str, Any]) -> None:
         self.events_seen += 1
         action = str(event.get("Action") or event.get("status") or "").split(":", 1)[0]
-        cid = str(event.get("id") or (event.get("Actor") or {}).get("ID") or "")
+        actor = event.get("Actor") or {}
+        if event.get("Type") == "network":  # the network's id; the container is an attribute
+            cid = str((actor.get("Attributes") or {}).get("container") or "")
+            action = "update" if action in ("connect", "disconnect") and cid in self._containers else ""
+        else:
+            cid = str(event.get("id") or actor.get("ID") or "")
         if not cid:
             return
         if action == "destroy":
@@ -166,11 +200,7 @@ class DockerWatcher:
             with self._lock:
                 old = self._containers.get(cid)
                 if old is not None:
-                    self._by_pid.pop(old.pid, None)
-                    self._containers[cid] = ContainerMeta(
-                        old.id, old.name, old.image, old.labels, old.compose_project,
-                        old.compose_service, 0, False)
-                    self.generation += 1
+                    self._put_locked(dataclasses.replace(old, pid=0, running=False, ips=()))
         elif action in _REFRESH_ACTIONS:
             try:
                 self._put(meta_from_inspect(client.inspect_container(cid), self.allow))
@@ -182,17 +212,30 @@ class DockerWatcher:
 
     def _put(self, meta: ContainerMeta) -> None:
         with self._lock:
-            old = self._containers.get(meta.id)
-            if old is not None and old.pid:
-                self._by_pid.pop(old.pid, None)
-            self._containers[meta.id] = meta
-            if meta.pid:
-                self._by_pid[meta.pid] = meta.id
-            self.generation += 1
+            self._put_locked(meta)
+
+    def _put_locked(self, meta: ContainerMeta) -> None:
+        old = self._containers.get(meta.id)
+        if old is not None:
+            self._unindex(old)
+        self._containers[meta.id] = meta
+        if meta.pid:
+            self._by_pid[meta.pid] = meta.id
+        for ip in meta.ips:  # an address given back and handed out again names its new holder
+            self._by_ip[ip] = meta.id
+        self.generation += 1
 
     def _remove(self, cid: str) -> None:
         with self._lock:
             old = self._containers.pop(cid, None)
             if old is not None:
-                self._by_pid.pop(old.pid, None)
+                self._unindex(old)
                 self.generation += 1
+
+    def _unindex(self, meta: ContainerMeta) -> None:
+        """Drop the pid and addresses that still point at this container (not ones since reused)."""
+        if meta.pid and self._by_pid.get(meta.pid) == meta.id:
+            del self._by_pid[meta.pid]
+        for ip in meta.ips:
+            if self._by_ip.get(ip) == meta.id:
+                del self._by_ip[ip]

@@ -1,7 +1,9 @@
-"""Peer IPs -> Kubernetes service or pod names, from the watch-fed store (no DNS, no API call)."""
+"""Peer IPs -> names, from the watch-fed caches (no DNS, no API call): a Kubernetes service or
+pod first, else a Docker container on a Docker network (bridge or user-defined)."""
 
 from __future__ import annotations
 
+from telegen.discovery.docker import DockerWatcher
 from telegen.discovery.kube_store import KubeStore
 from telegen.signals import Attributes
 
@@ -19,22 +21,37 @@ def peer_name(store: KubeStore, ip: str) -> tuple[str, str] | None:
     return (services[0].name, pod.namespace) if services else (pod.name, pod.namespace)
 
 
-class PeerResolver:
-    """Memoises peer_name per store generation: a pod IP's service costs one selector scan."""
+def container_peer_name(docker: DockerWatcher, ip: str) -> tuple[str, str] | None:
+    """(name, "") of the running container holding ip on a Docker network: no namespace."""
+    meta = docker.by_ip(ip)
+    return (meta.peer_name(), "") if meta is not None and meta.running else None
 
-    def __init__(self, store: KubeStore, capacity: int = 8192) -> None:
+
+class PeerResolver:
+    """Memoises the lookups per cache generation: a pod IP's service costs one selector scan."""
+
+    def __init__(self, store: KubeStore | None, docker: DockerWatcher | None = None, capacity: int = 8192) -> None:
         self.store = store
+        self.docker = docker
         self.capacity = capacity
         self._memo: dict[str, tuple[str, str] | None] = {}
         self._generation = -1
 
+    def _current_generation(self) -> int:
+        return ((self.store.generation if self.store is not None else 0)
+                + (self.docker.generation if self.docker is not None else 0))
+
     def lookup(self, ip: str) -> tuple[str, str] | None:
-        if self._generation != self.store.generation or len(self._memo) >= self.capacity:
+        generation = self._current_generation()
+        if self._generation != generation or len(self._memo) >= self.capacity:
             self._memo = {}
-            self._generation = self.store.generation
+            self._generation = generation
         if ip in self._memo:
             return self._memo[ip]
-        got = self._memo[ip] = peer_name(self.store, ip)
+        got = peer_name(self.store, ip) if self.store is not None else None
+        if got is None and self.docker is not None:
+            got = container_peer_name(self.docker, ip)
+        self._memo[ip] = got
         return got
 
     def resolve(self, attrs: Attributes) -> Attributes | None:
@@ -52,5 +69,6 @@ class PeerResolver:
                 out = attrs.copy()
             out.setdefault("network.peer.address", ip)
             out[key] = got[0]
-            out.setdefault(key.split(".")[0] + ".k8s.namespace.name", got[1])
+            if got[1]:
+                out.setdefault(key.split(".")[0] + ".k8s.namespace.name", got[1])
         return out

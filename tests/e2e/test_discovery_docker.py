@@ -162,3 +162,35 @@ def test_disconnected_is_truthful(need_docker: None, tmp_path: object) -> None:
         assert st.healthy()
     finally:
         st.stop(2)
+
+
+@pytest.fixture
+def network() -> Iterator[str]:
+    """A Docker network of the test's own: internal (no route out) on a /24 of 198.18.0.0/15 (set
+    aside for benchmarks), removed afterwards. Nothing is sent to it: only its addresses count."""
+    name = f"telegen-disc-net-{uuid.uuid4().hex[:8]}"
+    subnet = f"198.18.{uuid.uuid4().int % 256}.0/24"
+    docker("network", "create", "--internal", "--subnet", subnet, name)
+    yield name
+    docker("network", "rm", name, check=False)
+
+
+def test_a_peer_on_a_docker_network_is_named_after_its_container(stage: DiscoveryStage, names: list[str],
+                                                                 network: str) -> None:
+    w = stage.docker
+    assert w is not None
+    name = f"telegen-disc-{uuid.uuid4().hex[:8]}"
+    names.append(name)
+    cid = docker("run", "-d", "--network", network, "--name", name,
+                 "--label", "com.docker.compose.service=db", busybox_image(), "sleep", "300")
+    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid)
+    assert ip.startswith("198.18.")
+    wait_for(lambda: w.by_ip(ip) is not None, what="the container's address")
+
+    span = SpanRecord(b"\1" * 16, b"\2" * 8, b"", "GET /", SPAN_KIND_SERVER, 1, 2, {"server.address": ip})
+    stage.enricher.enrich_spans([span])
+    assert span.attributes["server.address"] == "db" and span.attributes["network.peer.address"] == ip
+
+    docker("network", "disconnect", network, cid)  # a network event, not a container one
+    wait_for(lambda: w.by_ip(ip) is None, what="the disconnect to reach the cache")
+    docker("rm", "-f", cid)

@@ -208,6 +208,59 @@ def test_enrich_spans_and_peers() -> None:
     assert e.computed == 1  # one lookup per (pid, cgroup) per batch
 
 
+def test_spans_sharing_attributes_share_the_renamed_ones() -> None:
+    e = Enricher(ProcessTable(FIXTURES / "containerd_v2_systemd_k8s"), kube=_kube())
+    first, second = span(**{"server.address": "10.96.0.42"}), span()
+    second.attributes = first.attributes  # one shape: the builder hands both the same dict
+    e.enrich_spans([first, second])
+    assert first.attributes["server.address"] == "checkout" and second.attributes is first.attributes
+
+
+def _bridged(cid: str, name: str, ips: tuple[str, ...], svc: str = "", running: bool = True) -> ContainerMeta:
+    return ContainerMeta(cid, name, "telegen-test/busybox:latest", (), "shop" if svc else "", svc,
+                         5000 if running else 0, running, ips if running else ())
+
+
+def test_docker_peers_are_named_after_their_container() -> None:
+    docker = docker_with(_bridged("a" * 64, "shop-db-1", ("172.18.0.5",), svc="db"),
+                         _bridged("b" * 64, "cache", ("172.18.0.6", "fd00::6")))
+    e = Enricher(ProcessTable(FIXTURES / "bare_v1_host"), docker=docker)
+    spans = [span(**{"server.address": "172.18.0.5"}), span(**{"server.address": "fd00::6"}),
+             span(**{"client.address": "172.18.0.6"}), span(**{"server.address": "172.18.0.99"})]
+    e.enrich_spans(spans)
+    assert spans[0].attributes["server.address"] == "db"  # the compose service, as its own spans say
+    assert spans[0].attributes["network.peer.address"] == "172.18.0.5"
+    assert "server.k8s.namespace.name" not in spans[0].attributes
+    assert spans[1].attributes["server.address"] == "cache"
+    assert spans[2].attributes["client.address"] == "cache"
+    assert spans[3].attributes["server.address"] == "172.18.0.99"
+
+
+def test_kubernetes_names_a_peer_before_docker() -> None:
+    docker = docker_with(_bridged("a" * 64, "k8s_POD_checkout", ("10.96.0.42",)))
+    e = Enricher(ProcessTable(FIXTURES / "containerd_v2_systemd_k8s"), kube=_kube(), docker=docker)
+    s = span(**{"server.address": "10.96.0.42"})
+    e.enrich_spans([s])
+    assert s.attributes["server.address"] == "checkout"
+
+
+def test_docker_peer_names_follow_the_containers() -> None:
+    docker = docker_with(_bridged("a" * 64, "old", ("172.18.0.5",)))
+    e = Enricher(ProcessTable(FIXTURES / "bare_v1_host"), docker=docker)
+    first = span(**{"server.address": "172.18.0.5"})
+    e.enrich_spans([first])
+    assert first.attributes["server.address"] == "old"
+    docker._put(_bridged("a" * 64, "old", (), running=False))  # stopped: its address went back
+    stopped = span(**{"server.address": "172.18.0.5"})
+    e.enrich_spans([stopped])
+    assert stopped.attributes["server.address"] == "172.18.0.5"
+    docker._put(_bridged("c" * 64, "new", ("172.18.0.5",)))  # handed out again
+    docker._remove("a" * 64)  # the old one's removal must not unmap the new holder
+    reused = span(**{"server.address": "172.18.0.5"})
+    e.enrich_spans([reused])
+    assert reused.attributes["server.address"] == "new"
+
+
 def test_enrich_logs_keeps_own_attributes() -> None:
     e = Enricher(ProcessTable(FIXTURES / "bare_v1_host"))
     item = LogRecordItem(1, 9, "INFO", "hello", {}, resource=(("service.name", "own"),), pid=4242)
