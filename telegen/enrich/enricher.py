@@ -23,7 +23,7 @@ from telegen.discovery.procfs import ProcessTable
 from telegen.enrich.misses import MissCounter
 from telegen.enrich.peers import PeerResolver
 from telegen.enrich.service_name import service_identity
-from telegen.signals import Attributes, AttrValue, LogRecordItem, Resource, SpanRecord, make_resource
+from telegen.signals import AttrValue, LogRecordItem, Resource, SpanRecord, make_resource
 
 _GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm32",
             "i686": "x86", "i386": "x86", "ppc64le": "ppc64", "s390x": "s390x"}
@@ -113,25 +113,16 @@ class Enricher:
 
     def enrich_spans(self, spans: list[SpanRecord]) -> None:
         memo: dict[tuple[int, int], Resource] = {}
-        # Spans of one shape share their attribute dict, and a dict is never changed once built:
-        # each is resolved once per batch, and its spans share the renamed one. Keyed by id, with
-        # the dict kept in the value so that no id is reused within the batch.
-        renamed_by_id: dict[int, tuple[Attributes, Attributes | None]] = {}
         peers = self.peers
+        if peers is not None:
+            peers.refresh()
         for span in spans:
             key = (span.pid, span.cgroup_id)
             res = memo.get(key)
             if res is None:
                 res = memo[key] = self.resource_for(span.pid, span.cgroup_id)
             span.resource = res if not span.resource else make_resource({**dict(res), **dict(span.resource)})
-            if peers is None:
-                continue
-            attrs = span.attributes
-            seen = renamed_by_id.get(id(attrs))
-            if seen is None:
-                seen = renamed_by_id[id(attrs)] = (attrs, peers.resolve(attrs))
-            renamed = seen[1]
-            if renamed is not None:
+            if peers is not None and (renamed := peers.resolve(span.attributes)) is not None:
                 # server.address changed: RED and the encoder work the attributes out again
                 span.attributes, span.metric_attrs, span.base_attrs = renamed, None, None
 

@@ -37,15 +37,16 @@ class PeerResolver:
         self._memo: dict[str, tuple[str, str] | None] = {}
         self._generation = -1
 
-    def _current_generation(self) -> int:
-        return ((self.store.generation if self.store is not None else 0)
-                + (self.docker.generation if self.docker is not None else 0))
-
-    def lookup(self, ip: str) -> tuple[str, str] | None:
-        generation = self._current_generation()
+    def refresh(self) -> None:
+        """Forget what the caches have changed since (once per batch, not per span)."""
+        generation = ((self.store.generation if self.store is not None else 0)
+                      + (self.docker.generation if self.docker is not None else 0))
         if self._generation != generation or len(self._memo) >= self.capacity:
             self._memo = {}
             self._generation = generation
+
+    def lookup(self, ip: str) -> tuple[str, str] | None:
+        """The name for ip as of the last refresh()."""
         if ip in self._memo:
             return self._memo[ip]
         got = peer_name(self.store, ip) if self.store is not None else None

@@ -208,14 +208,6 @@ def test_enrich_spans_and_peers() -> None:
     assert e.computed == 1  # one lookup per (pid, cgroup) per batch
 
 
-def test_spans_sharing_attributes_share_the_renamed_ones() -> None:
-    e = Enricher(ProcessTable(FIXTURES / "containerd_v2_systemd_k8s"), kube=_kube())
-    first, second = span(**{"server.address": "10.96.0.42"}), span()
-    second.attributes = first.attributes  # one shape: the builder hands both the same dict
-    e.enrich_spans([first, second])
-    assert first.attributes["server.address"] == "checkout" and second.attributes is first.attributes
-
-
 def _bridged(cid: str, name: str, ips: tuple[str, ...], svc: str = "", running: bool = True) -> ContainerMeta:
     return ContainerMeta(cid, name, "telegen-test/busybox:latest", (), "shop" if svc else "", svc,
                          5000 if running else 0, running, ips if running else ())
