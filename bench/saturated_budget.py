@@ -5,8 +5,9 @@ bench/http_overhead.py: nginx on CPU 0, `wrk -t1 -c32` and the OTLP sink on CPU 
     .venv/bin/python bench/saturated_budget.py --budgets 0.03,0.01 --rounds 10
 
 Each agent's throughput is divided by the mean of its round's two OFF runs. A round whose two
-OFF runs differ by more than 5 % (this host changes speed within minutes) is reported but left
-out of the medians. Per budget: the medians of the ratio and of the agent's cores over the wrk
+OFF runs differ by more than 5 %, or whose runs were not all at one host speed (softirq time per
+request, see http_overhead.host_phase: this host changes speed within minutes), is reported but
+left out of the medians. Per budget: the medians of the ratio and of the agent's cores over the wrk
 run (its onset included), the kernel's shed rate at the end, and events lost; per budget after
 the first, the paired differences with the first. Needs root (BPF). Not part of the test suite.
 """
@@ -28,6 +29,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import http_overhead as ho
 
 
+def timed_wrk(nginx: ho.Nginx, args: argparse.Namespace) -> dict:
+    """wrk's throughput and the host's speed over it (softirq per request, ho.host_phase)."""
+    ticks = ho.node_cpu_ticks()
+    load = ho.run_wrk(nginx.port, args)
+    return {"rps": load["rps"],
+            "softirq_us_per_req": ho.host_phase(ticks, ho.node_cpu_ticks(), load["requests"])["softirq_us_per_req"]}
+
+
+def one_speed(runs: list[float]) -> bool:
+    """All of a round's runs at one host speed: softirq per request within ho.PHASE_TOLERANCE of
+    the round's median (the two speeds are about 2.2 and 5 µs apart; runs at one vary ±10 %)."""
+    mid = statistics.median(runs) if runs else 0.0
+    return mid > 0 and all(abs(r / mid - 1) <= ho.PHASE_TOLERANCE for r in runs)
+
+
 def run_agent(budget: str, nginx: ho.Nginx, sink: ho.OtlpSink, workdir: Path, index: int,
               args: argparse.Namespace) -> dict:
     agent = ho.Agent(workdir, index, f"127.0.0.1:{sink.port}",
@@ -36,11 +52,12 @@ def run_agent(budget: str, nginx: ho.Nginx, sink: ho.OtlpSink, workdir: Path, in
         agent.start()
         time.sleep(args.settle)
         cpu0 = ho.proc_cpu_seconds(agent.proc.pid)
-        load = ho.run_wrk(nginx.port, args)
+        load = timed_wrk(nginx, args)
         cores = (ho.proc_cpu_seconds(agent.proc.pid) - cpu0) / args.wrk_duration
         http = json.loads(ho.http_get(agent.base + "/status/ebpf")[1])
-        return {"budget": budget, "rps": load["rps"], "agent_cores": round(cores, 4),
-                "shed_permille_end": http["http"]["shed_permille"], "events_lost": http["ringbuf"]["events_lost"]}
+        return {"budget": budget, "rps": load["rps"], "softirq_us_per_req": load["softirq_us_per_req"],
+                "agent_cores": round(cores, 4), "shed_permille_end": http["http"]["shed_permille"],
+                "events_lost": http["ringbuf"]["events_lost"]}
     finally:
         agent.stop()
 
@@ -86,16 +103,20 @@ def main() -> int:
         sink = ho.OtlpSink()
         for rnd in range(args.rounds):
             order = budgets[rnd % len(budgets):] + budgets[:rnd % len(budgets)]
-            off = [ho.run_wrk(nginx.port, args)["rps"]]
+            first = timed_wrk(nginx, args)
             agents = {}
             for i, b in enumerate(order):
                 agents[b] = run_agent(b, nginx, sink, workdir, rnd * 10 + i, args)
                 time.sleep(0.5)
-            off.append(ho.run_wrk(nginx.port, args)["rps"])
-            mean_off = statistics.mean(off)
-            row = {"round": rnd + 1, "order": order, "off_rps": off,
-                   "clean": abs(off[0] / off[1] - 1) <= ho.BRACKET_TOLERANCE,
-                   "ratio": {b: agents[b]["rps"] / mean_off for b in budgets}, "agents": agents}
+            last = timed_wrk(nginx, args)
+            off = [first["rps"], last["rps"]]
+            speeds = [first["softirq_us_per_req"], last["softirq_us_per_req"],
+                      *(a["softirq_us_per_req"] for a in agents.values())]
+            row = {"round": rnd + 1, "order": order, "off_rps": off, "softirq_us_per_req": speeds,
+                   # every run of the round at one speed, the agents' included: a round the host
+                   # sped up or slowed down in compares nothing
+                   "clean": abs(off[0] / off[1] - 1) <= ho.BRACKET_TOLERANCE and one_speed(speeds),
+                   "ratio": {b: agents[b]["rps"] / statistics.mean(off) for b in budgets}, "agents": agents}
             rounds.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
