@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from telegen import config as configmod
+from telegen import cpu_scheduling
 from telegen.api.server import ApiServer
 from telegen.assemble.http import HttpSpanBuilder
 from telegen.assemble.red import RedMetrics
@@ -220,6 +221,7 @@ class Agent:
         restart = self.export.apply_config(cfg)
         self.builder.routes = self._routes(cfg)
         self.builder.capture_query = cfg.agent.http.capture_query
+        cpu_scheduling.apply_logged(cfg.agent.cpu_scheduling)
         return restart
 
     def flush(self, timeout: float) -> FlushResult:
@@ -276,6 +278,7 @@ class Agent:
                        "metrics_exported": queues.get("metrics", {}).get("exported", 0)},
             "discovery": self.discovery.summary(),
             "started": rfc3339(self.started),
+            "cpu_scheduling": {"policy": cfg.agent.cpu_scheduling, "threads": cpu_scheduling.thread_policies()},
             "startup": self.phases.snapshot(),
         }
 

@@ -43,11 +43,12 @@ def cmd_run(path: Path | None) -> int:
     except configmod.ConfigError as err:
         _print_problems(err)
         return EXIT_USAGE
-    from telegen import logs
+    from telegen import cpu_scheduling, logs
     from telegen.capture.loader import LoadError
     from telegen.startup import CaptureSet, StartupPhases
 
     repeat = logs.setup(loaded.config.log_level)
+    cpu_scheduling.apply_logged(loaded.config.agent.cpu_scheduling)  # before any thread starts
     phases = StartupPhases()
     phases.record("config", 0.0)  # interpreter, CLI and config imports, YAML and validation
     capture = CaptureSet(loaded.config.agent.ebpf, phases)

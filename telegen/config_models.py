@@ -181,6 +181,8 @@ class AgentConfig(_Model):
     ebpf: EbpfConfig = EbpfConfig()
     http: HttpConfig = HttpConfig()
     profiling: ProfilingConfig = ProfilingConfig()
+    # batch: the agent's threads never preempt a workload on wake-up (telegen/cpu_scheduling.py)
+    cpu_scheduling: Literal["batch", "normal"] = "batch"
 
 
 AutoToggle = bool | Literal["auto"]

@@ -1,0 +1,144 @@
+"""The agent's CPU scheduling policy (`agent.cpu_scheduling`) against no agent: fixed-rate p99
+and saturation throughput, the three modes in rotated order in each round (nginx and the loads
+as in bench/http_overhead.py: nginx on CPU 0, `hey` or `wrk` and the OTLP sink on CPU 1).
+
+    .venv/bin/python bench/cpu_scheduling.py --rounds 10
+
+Fixed rate: `hey` at --rate req/s for --fixed-duration s; per mode the median p99, its ratio to
+the median without an agent, the per-round ratios and the agent's CPU per 1,000 requests.
+`hey` prints latencies to 0.1 ms, so a p99 of 0.7-0.9 ms moves in steps of 11-14 %.
+Saturation: `wrk` for --wrk-duration s; per mode the median throughput ratio to the round's
+run without an agent, over the rounds whose runs were all at one host speed (softirq time per
+request, see http_overhead.host_phase). Needs root (BPF). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import http_overhead as ho
+from saturated_budget import one_speed
+
+MODES = ("off", "normal", "batch")
+
+
+def run_mode(mode: str, regime: str, nginx: ho.Nginx, sink: ho.OtlpSink, workdir: Path, index: int,
+             args: argparse.Namespace) -> dict:
+    agent = None
+    if mode != "off":
+        agent = ho.Agent(workdir, index, f"127.0.0.1:{sink.port}", extra_yaml=f"agent:\n  cpu_scheduling: {mode}\n")
+    try:
+        if agent:
+            agent.start()
+            time.sleep(args.settle)
+            cpu0 = ho.proc_cpu_seconds(agent.proc.pid)
+        ticks = ho.node_cpu_ticks()
+        if regime == "fixed":
+            load = ho.run_hey(nginx.port, args)
+            row = {"p99_ms": load["p99_ms"], "p90_ms": load["p90_ms"], "completed": load["completed"],
+                   "errors": load["errors"]}
+        else:
+            load = ho.run_wrk(nginx.port, args)
+            phase = ho.host_phase(ticks, ho.node_cpu_ticks(), load["requests"])
+            row = {"rps": load["rps"], "non_2xx": load["non_2xx"], "softirq_us_per_req": phase["softirq_us_per_req"]}
+        if agent:
+            cpu_s = ho.proc_cpu_seconds(agent.proc.pid) - cpu0
+            requests = load["completed"] if regime == "fixed" else load["requests"]
+            status = json.loads(ho.http_get(agent.base + "/status")[1])["cpu_scheduling"]
+            http = json.loads(ho.http_get(agent.base + "/status/ebpf")[1])
+            row |= {"agent_cpu_ms_per_1k": round(cpu_s * 1e6 / max(requests, 1), 2),
+                    "threads": status["threads"], "events_lost": http["ringbuf"]["events_lost"]}
+        return row
+    finally:
+        if agent:
+            agent.stop()
+
+
+def summarize(rounds: list[dict], regime: str) -> dict:
+    out: dict = {"rounds": len(rounds)}
+    if regime == "fixed":
+        off = statistics.median(r["off"]["p99_ms"] for r in rounds)
+        out["p99_ms_off_median"] = off
+        for mode in MODES[1:]:
+            p99 = [r[mode]["p99_ms"] for r in rounds]
+            out[mode] = {"p99_ms_median": statistics.median(p99), "p99_ms": sorted(p99),
+                         "p99_ratio_of_medians": round(statistics.median(p99) / off, 3),
+                         "p99_ratio_rounds": sorted(round(r[mode]["p99_ms"] / r["off"]["p99_ms"], 3) for r in rounds),
+                         "agent_cpu_ms_per_1k_median": statistics.median(r[mode]["agent_cpu_ms_per_1k"]
+                                                                         for r in rounds),
+                         "events_lost_total": sum(r[mode]["events_lost"] for r in rounds)}
+        return out
+    clean = [r for r in rounds if one_speed([r[m]["softirq_us_per_req"] for m in MODES])]
+    out["clean_rounds"] = len(clean)
+    for mode in MODES[1:]:
+        ratios = [r[mode]["rps"] / r["off"]["rps"] for r in clean]
+        out[mode] = {"ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+                     "ratios": sorted(round(x, 3) for x in ratios),
+                     "events_lost_total": sum(r[mode]["events_lost"] for r in rounds)}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--regimes", default="fixed,saturation")
+    parser.add_argument("--rate", type=float, default=5000, help="fixed-rate requests/s")
+    parser.add_argument("--connections", type=int, default=50, help="fixed-rate keep-alive connections")
+    parser.add_argument("--fixed-duration", type=float, default=10.0)
+    parser.add_argument("--wrk-duration", type=int, default=5)
+    parser.add_argument("--wrk-connections", type=int, default=32)
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds after /ready before load")
+    parser.add_argument("--output", default=str(ho.ROOT / "bench" / "results" / "cpu_scheduling.json"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (BPF)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="telegen-sched-"))
+    workdir.chmod(0o755)  # nginx's worker runs as www-data and must read the docroot
+    nginx, sink = ho.Nginx(workdir), None
+    results: dict = {}
+    started = time.time()
+    try:
+        nginx.start()
+        sink = ho.OtlpSink()
+        for regime in args.regimes.split(","):
+            rounds = []
+            for rnd in range(args.rounds):
+                order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
+                row: dict = {"round": rnd + 1, "order": order}
+                for i, mode in enumerate(order):
+                    row[mode] = run_mode(mode, regime, nginx, sink, workdir, rnd * 10 + i, args)
+                    time.sleep(0.5)
+                rounds.append(row)
+                print(regime, json.dumps(row), file=sys.stderr, flush=True)
+            results[regime] = {"summary": summarize(rounds, regime), "rounds": rounds}
+    finally:
+        if sink:
+            sink.stop()
+        nginx.stop()
+    result = {
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": " ".join([".venv/bin/python", "bench/cpu_scheduling.py", *sys.argv[1:]]),
+        "wall_s": round(time.time() - started, 1),
+        **results,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v["summary"] for k, v in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
