@@ -278,7 +278,8 @@ class Agent:
                        "metrics_exported": queues.get("metrics", {}).get("exported", 0)},
             "discovery": self.discovery.summary(),
             "started": rfc3339(self.started),
-            "cpu_scheduling": {"policy": cfg.agent.cpu_scheduling, "threads": cpu_scheduling.thread_policies()},
+            "cpu_scheduling": {"mode": cfg.agent.cpu_scheduling, "threads": cpu_scheduling.thread_policies(),
+                               "slices_ms": cpu_scheduling.thread_slices_ms()},
             "startup": self.phases.snapshot(),
         }
 

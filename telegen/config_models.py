@@ -181,8 +181,8 @@ class AgentConfig(_Model):
     ebpf: EbpfConfig = EbpfConfig()
     http: HttpConfig = HttpConfig()
     profiling: ProfilingConfig = ProfilingConfig()
-    # batch: the agent's threads never preempt a workload on wake-up (telegen/cpu_scheduling.py)
-    cpu_scheduling: Literal["batch", "normal"] = "batch"
+    # background: the agent's threads give way to the workloads' (telegen/cpu_scheduling.py)
+    cpu_scheduling: Literal["background", "normal"] = "background"
 
 
 AutoToggle = bool | Literal["auto"]

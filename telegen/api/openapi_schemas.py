@@ -57,11 +57,12 @@ STATUS["properties"]["startup"] = obj({
     "phases": {"type": "array", "items": obj({"name": STR, "start": NUM, "seconds": NUM})
                | {"additionalProperties": NUM}},
 })
-# telegen extension, optional: the configured CPU scheduling policy and, as the kernel reports
-# it, how many of the agent's threads run under each policy now
+# telegen extension, optional: the configured CPU scheduling mode and, as the kernel reports
+# it, how many of the agent's threads run under each policy and with each slice now
 STATUS["properties"]["cpu_scheduling"] = obj({
-    "policy": {"type": "string", "enum": ["batch", "normal"]},
+    "mode": {"type": "string", "enum": ["background", "normal"]},
     "threads": COUNTS,
+    "slices_ms": COUNTS,
 })
 
 PROGRAM_TYPES = ["kprobe", "kretprobe", "tracepoint", "raw_tracepoint", "uprobe", "uretprobe",

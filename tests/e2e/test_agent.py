@@ -173,14 +173,15 @@ def test_status_ebpf_reports_attach_methods(agent: RunningAgent) -> None:
     assert queue["produced"] == queue["size"] + queue["taken"] + sum(queue["dropped"].values())
 
 
-def test_every_agent_thread_runs_batch_policy(agent: RunningAgent) -> None:
+def test_every_agent_thread_runs_in_the_background(agent: RunningAgent) -> None:
     # set before the first thread starts, so the BCC compile, gRPC, aiohttp and discovery
     # threads started later inherit it; /status reports what the kernel says
     tids = [int(entry.name) for entry in Path(f"/proc/{agent.proc.pid}/task").iterdir()]
     assert len(tids) > 5 and {os.sched_getscheduler(tid) for tid in tids} == {os.SCHED_BATCH}
     status = json.loads(agent.get("/status")[1])["cpu_scheduling"]
-    assert status["policy"] == "batch"
+    assert status["mode"] == "background"
     assert list(status["threads"]) == ["batch"] and status["threads"]["batch"] >= len(tids) - 2
+    assert list(status["slices_ms"]) == ["10"] and status["slices_ms"]["10"] >= len(tids) - 2
 
 
 def test_sigterm_exits_zero_within_grace(agent: RunningAgent) -> None:

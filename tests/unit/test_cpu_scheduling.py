@@ -18,21 +18,25 @@ CHILD = """
 import json, os, threading, time
 from telegen import cpu_scheduling
 
-def policies():
-    return sorted(cpu_scheduling.thread_policies().items())
+def state():
+    return sorted(cpu_scheduling.thread_policies().items()), sorted(cpu_scheduling.thread_slices_ms().items())
 
+os.setpriority(os.PRIO_PROCESS, 0, 3)  # a nice value of the operator's: kept
 release = threading.Event()
 early = threading.Thread(target=release.wait, daemon=True); early.start()  # running before apply()
-out = {"before": policies(), "set": cpu_scheduling.apply("batch")}
+out = {"before": state(), "set": cpu_scheduling.apply("background")}
 late = []
-started_after = threading.Thread(target=lambda: late.append(os.sched_getscheduler(0)))
+def record():
+    late.append((os.sched_getscheduler(0), cpu_scheduling._get_runtime_ns(threading.get_native_id())))
+started_after = threading.Thread(target=record)
 started_after.start(); started_after.join()
 out["late"] = late[0]
 while len(os.listdir("/proc/self/task")) > 2:  # the kernel lists an ended thread for a moment
     time.sleep(0.001)
-out["after_batch"] = policies()
+out["background"] = state()
+out["nice"] = os.getpriority(os.PRIO_PROCESS, early.native_id)
 cpu_scheduling.apply("normal")
-out["after_normal"] = policies()
+out["normal"] = state()
 out["early_now"] = os.sched_getscheduler(early.native_id)
 print(json.dumps(out))
 """
@@ -43,20 +47,27 @@ def test_apply_sets_every_thread_and_new_threads_inherit() -> None:
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["before"] == [["normal", 2]] and out["set"] == 2
-    assert out["late"] == os.SCHED_BATCH and out["after_batch"] == [["batch", 2]]
-    assert out["after_normal"] == [["normal", 2]] and out["early_now"] == os.SCHED_OTHER
+    (policies, slices) = out["before"]
+    assert policies == [["normal", 2]] and out["set"] == 2
+    default_slice = slices[0][0]
+    assert len(slices) == 1 and default_slice != "10", slices  # the kernel's own, 0.7 ms x (1 + log2 CPUs)
+    assert out["late"] == [os.SCHED_BATCH, cpu_scheduling.BACKGROUND_SLICE_NS]
+    assert out["background"] == [[["batch", 2]], [["10", 2]]]
+    assert out["nice"] == 3
+    assert out["normal"] == [[["normal", 2]], [[default_slice, 2]]] and out["early_now"] == os.SCHED_OTHER
 
 
 def test_a_refusal_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    def refuse(tid: int, policy: int, param: os.sched_param) -> None:
+    def refuse(tid: int, policy: int, slice_ns: int) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    monkeypatch.setattr(cpu_scheduling, "_set", refuse)
     with caplog.at_level(logging.WARNING, logger="telegen.cpu_scheduling"):
-        cpu_scheduling.apply_logged("batch")
-    assert "cannot put the agent's threads under the batch CPU scheduling policy" in caplog.text
+        cpu_scheduling.apply_logged("background")
+    assert "cannot put the agent's threads under the background CPU scheduling mode" in caplog.text
 
 
-def test_thread_policies_names_what_the_kernel_reports() -> None:
-    assert cpu_scheduling.thread_policies() == {"normal": len(os.listdir("/proc/self/task"))}
+def test_reports_name_what_the_kernel_reports() -> None:
+    threads = len(os.listdir("/proc/self/task"))
+    assert cpu_scheduling.thread_policies() == {"normal": threads}
+    assert sum(cpu_scheduling.thread_slices_ms().values()) == threads
