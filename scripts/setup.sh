@@ -9,7 +9,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 PACKAGES=(
   python3-bpfcc bpfcc-tools linux-headers-amd64 docker.io busybox-static
   prometheus nginx-light wrk hey nftables qemu-system-x86 linux-image-amd64
-  iproute2 debootstrap curl procps kmod cpio bpftool
+  iproute2 debootstrap curl procps kmod cpio bpftool gcc libc6-dev
 )
 
 if [ "$(id -u)" != 0 ]; then
