@@ -10,7 +10,11 @@ agent's CPU per 1,000 requests. `hey` prints latencies to 0.1 ms and its own p99
 0.8 ms, 30 times nginx's: it hides most of what the agent does to the tail.
 Saturation: `wrk` for --wrk-duration s; per mode the median throughput ratio to the round's
 run without an agent, over the rounds whose runs were all at one host speed (softirq time per
-request, see http_overhead.host_phase). Needs root (BPF). Not part of the test suite.
+request, see http_overhead.host_phase).
+
+--separate-cgroups puts the agent in a CPU cgroup of its own and nginx, the loads and this
+script in another, as pods on a Kubernetes node are: the scheduler then weighs the two groups
+before the threads inside them. Needs root (BPF). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -33,14 +37,43 @@ from saturated_budget import one_speed
 MODES = ("off", "normal", "background")
 
 
+class CpuCgroups:
+    """Two sibling CPU cgroups, `work` and `agent` (cgroup v2, or v1's cpu hierarchy)."""
+
+    def __init__(self) -> None:
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        if v2.exists() and "cpu" in v2.read_text().split():
+            self.root = Path("/sys/fs/cgroup")
+            (self.root / "cgroup.subtree_control").write_text("+cpu")
+        elif Path("/sys/fs/cgroup/cpu/tasks").exists():
+            self.root = Path("/sys/fs/cgroup/cpu")
+        else:
+            raise RuntimeError("no CPU cgroup controller")
+        self.dirs = {name: self.root / f"telegen-bench-{name}" for name in ("work", "agent")}
+        for path in self.dirs.values():
+            path.mkdir(exist_ok=True)
+
+    def move(self, pid: int, name: str) -> None:
+        (self.dirs[name] / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        (self.root / "cgroup.procs").write_text(str(os.getpid()))
+        for path in self.dirs.values():
+            for pid in (path / "cgroup.procs").read_text().split():
+                (self.root / "cgroup.procs").write_text(pid)
+            path.rmdir()
+
+
 def run_mode(mode: str, regime: str, nginx: ho.Nginx, sink: ho.OtlpSink, workdir: Path, index: int,
-             args: argparse.Namespace) -> dict:
+             args: argparse.Namespace, cgroups: CpuCgroups | None) -> dict:
     agent = None
     if mode != "off":
         agent = ho.Agent(workdir, index, f"127.0.0.1:{sink.port}", extra_yaml=f"agent:\n  cpu_scheduling: {mode}\n")
     try:
         if agent:
             agent.start()
+            if cgroups:
+                cgroups.move(agent.proc.pid, "agent")  # every thread of it
             time.sleep(args.settle)
             cpu0 = ho.proc_cpu_seconds(agent.proc.pid)
         ticks = ho.node_cpu_ticks()
@@ -102,6 +135,8 @@ def main() -> int:
     parser.add_argument("--wrk-duration", type=int, default=5)
     parser.add_argument("--wrk-connections", type=int, default=32)
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after /ready before load")
+    parser.add_argument("--separate-cgroups", action="store_true",
+                        help="the agent in a CPU cgroup, nginx and the loads in another")
     parser.add_argument("--output", default=str(ho.ROOT / "bench" / "results" / "cpu_scheduling.json"))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -109,10 +144,13 @@ def main() -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="telegen-sched-"))
     workdir.chmod(0o755)  # nginx's worker runs as www-data and must read the docroot
-    nginx, sink = ho.Nginx(workdir), None
+    nginx, sink, cgroups = ho.Nginx(workdir), None, None
     results: dict = {}
     started = time.time()
     try:
+        if args.separate_cgroups:
+            cgroups = CpuCgroups()
+            cgroups.move(os.getpid(), "work")  # the loads and nginx start from here
         nginx.start()
         sink = ho.OtlpSink()
         for regime in args.regimes.split(","):
@@ -121,7 +159,7 @@ def main() -> int:
                 order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
                 row: dict = {"round": rnd + 1, "order": order}
                 for i, mode in enumerate(order):
-                    row[mode] = run_mode(mode, regime, nginx, sink, workdir, rnd * 10 + i, args)
+                    row[mode] = run_mode(mode, regime, nginx, sink, workdir, rnd * 10 + i, args, cgroups)
                     time.sleep(0.5)
                 rounds.append(row)
                 print(regime, json.dumps(row), file=sys.stderr, flush=True)
@@ -130,10 +168,13 @@ def main() -> int:
         if sink:
             sink.stop()
         nginx.stop()
+        if cgroups:
+            cgroups.remove()
     result = {
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "command": " ".join([".venv/bin/python", "bench/cpu_scheduling.py", *sys.argv[1:]]),
+        "cgroups": str(cgroups.root) if cgroups else None,
         "wall_s": round(time.time() - started, 1),
         **results,
     }
