@@ -10,8 +10,8 @@
   kernels ignore it).
 
 On nginx at 5,000 req/s, measured with bench/loadgen.c to the microsecond, that took p99 from
-181 µs (SCHED_BATCH alone) or 211 µs (neither) to 29 µs, against 23 µs without an agent
-(bench/cpu_scheduling.py). `normal` leaves SCHED_OTHER and the default slice. No privilege
+194 µs (SCHED_OTHER) to 30 µs, against 25 µs without an agent (bench/cpu_scheduling.py);
+SCHED_BATCH alone left 181 µs. `normal` leaves SCHED_OTHER and the default slice. No privilege
 is needed for either.
 """
 
