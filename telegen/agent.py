@@ -278,8 +278,7 @@ class Agent:
                        "metrics_exported": queues.get("metrics", {}).get("exported", 0)},
             "discovery": self.discovery.summary(),
             "started": rfc3339(self.started),
-            "cpu_scheduling": {"mode": cfg.agent.cpu_scheduling, "threads": cpu_scheduling.thread_policies(),
-                               "slices_ms": cpu_scheduling.thread_slices_ms()},
+            "cpu_scheduling": {"mode": cfg.agent.cpu_scheduling, **cpu_scheduling.report()},
             "startup": self.phases.snapshot(),
         }
 

@@ -33,8 +33,8 @@ MODES: dict[str, tuple[int, int]] = {"background": (os.SCHED_BATCH, BACKGROUND_S
 _NAMES = {os.SCHED_OTHER: "normal", os.SCHED_BATCH: "batch", os.SCHED_IDLE: "idle",
           os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr"}
 _TASKS = Path("/proc/self/task")
-# sched_setattr(2)/sched_getattr(2) have no wrapper in Python or glibc
-_SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
+# sched_setattr(2)/sched_getattr(2) have no wrapper in Python or glibc; () elsewhere
+_SYSCALL_NUMBERS: tuple[int, ...] = {"x86_64": (314, 315), "aarch64": (274, 275)}.get(platform.machine(), ())
 # struct sched_attr, SCHED_ATTR_SIZE_VER0: size, policy, flags, nice, priority, runtime, deadline, period
 _ATTR = struct.Struct("=IIQiIQQQ")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -67,53 +67,44 @@ def apply_logged(mode: str) -> None:
         log.info("CPU scheduling %s on %d threads", mode, count)
 
 
-def thread_policies() -> dict[str, int]:
-    """How many of this process's threads run under each policy, as the kernel reports it."""
-    counts: collections.Counter[str] = collections.Counter()
+def report() -> dict[str, dict[str, int]]:
+    """How many of this process's threads run under each policy (`threads`) and with each
+    EEVDF slice in ms (`slices_ms`; "0" before kernel 6.12, which has no per-thread slice, and
+    empty where sched_getattr is not wired up), as the kernel reports them now."""
+    policies: collections.Counter[str] = collections.Counter()
+    slices: collections.Counter[str] = collections.Counter()
     for tid in _thread_ids():
         try:
-            value = os.sched_getscheduler(tid)
+            policy = os.sched_getscheduler(tid)
+            runtime_ns = _get_runtime_ns(tid) if _SYSCALL_NUMBERS else None
         except OSError:  # the thread ended since the listing
             continue
-        counts[_NAMES.get(value, str(value))] += 1
-    return dict(counts)
-
-
-def thread_slices_ms() -> dict[str, int]:
-    """How many threads run with each EEVDF slice (ms, as the kernel reports it: "0" before
-    kernel 6.12, which has no per-thread slice); {} where sched_getattr is not wired up here."""
-    counts: collections.Counter[str] = collections.Counter()
-    for tid in _thread_ids():
-        try:
-            runtime_ns = _get_runtime_ns(tid)
-        except (OSError, NotImplementedError):
-            continue
-        counts[f"{runtime_ns / 1e6:g}"] += 1
-    return dict(counts)
+        policies[_NAMES.get(policy, str(policy))] += 1
+        if runtime_ns is not None:
+            slices[f"{runtime_ns / 1e6:g}"] += 1
+    return {"threads": dict(policies), "slices_ms": dict(slices)}
 
 
 def _set(tid: int, policy: int, slice_ns: int) -> None:
-    numbers = _SYSCALLS.get(platform.machine())
-    if numbers is None:  # no slice here: the policy alone
+    if not _SYSCALL_NUMBERS:  # no slice here: the policy alone
         os.sched_setscheduler(tid, policy, os.sched_param(0))
         return
     nice = os.getpriority(os.PRIO_PROCESS, tid)  # sched_setattr sets nice too: keep the thread's
     attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, policy, 0, nice, 0, slice_ns, 0, 0), _ATTR.size)
-    if _libc.syscall(numbers[0], tid, attr, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))  # ESRCH comes out as ProcessLookupError
+    _syscall(_SYSCALL_NUMBERS[0], tid, attr, 0)
 
 
 def _get_runtime_ns(tid: int) -> int:
-    numbers = _SYSCALLS.get(platform.machine())
-    if numbers is None:
-        raise NotImplementedError(platform.machine())
     attr = ctypes.create_string_buffer(_ATTR.size)
-    if _libc.syscall(numbers[1], tid, attr, _ATTR.size, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))  # ESRCH comes out as ProcessLookupError
+    _syscall(_SYSCALL_NUMBERS[1], tid, attr, _ATTR.size, 0)
     runtime_ns: int = _ATTR.unpack(attr.raw)[5]
     return runtime_ns
+
+
+def _syscall(number: int, *args: object) -> None:
+    if _libc.syscall(number, *args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))  # ESRCH comes out as ProcessLookupError
 
 
 def _thread_ids() -> list[int]:

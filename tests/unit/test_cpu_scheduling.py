@@ -19,7 +19,8 @@ import json, os, threading, time
 from telegen import cpu_scheduling
 
 def state():
-    return sorted(cpu_scheduling.thread_policies().items()), sorted(cpu_scheduling.thread_slices_ms().items())
+    now = cpu_scheduling.report()
+    return sorted(now["threads"].items()), sorted(now["slices_ms"].items())
 
 os.setpriority(os.PRIO_PROCESS, 0, 3)  # a nice value of the operator's: kept
 release = threading.Event()
@@ -67,7 +68,13 @@ def test_a_refusal_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch, caplog:
     assert "cannot put the agent's threads under the background CPU scheduling mode" in caplog.text
 
 
-def test_reports_name_what_the_kernel_reports() -> None:
-    threads = len(os.listdir("/proc/self/task"))
-    assert cpu_scheduling.thread_policies() == {"normal": threads}
-    assert sum(cpu_scheduling.thread_slices_ms().values()) == threads
+def test_the_report_names_what_the_kernel_reports() -> None:
+    tids = [int(t) for t in os.listdir("/proc/self/task")]
+    names = {os.SCHED_OTHER: "normal", os.SCHED_BATCH: "batch"}
+    expected: dict[str, int] = {}
+    for tid in tids:
+        name = names[os.sched_getscheduler(tid)]
+        expected[name] = expected.get(name, 0) + 1
+    report = cpu_scheduling.report()
+    assert report["threads"] == expected
+    assert sum(report["slices_ms"].values()) == len(tids)
