@@ -24,14 +24,15 @@ from telegen.signals import SpanRecord
 log = logging.getLogger(__name__)
 
 BATCH = 4096
-# Records processed between two sched_yield() calls (about 0.6 ms of work). A workload thread
-# waking on this CPU otherwise waits for the agent's slice to run out (1.4 ms with EEVDF on
-# 2 CPUs): a 250-record drain at 5,000 req/s is 2-3 ms of processing, and it showed in nginx's
-# p99 (1.6-2.0 ms against 0.8-1.0 with the agent's user space stopped; 0.7-1.1 yielding). Each
-# chunk pays the per-batch work once (live, 5,000 req/s, ms of agent CPU per 1k requests / p99:
-# chunks of 32 15.2-17.5 / 1.3-1.4 ms, 64 13.7-15.6 / 1.1-1.4, 128 12.3-14.1 / 1.2-1.6, none
-# 12.5-14.7 / 2.2-2.5).
-YIELD_EVERY = 64
+# Records processed between two sched_yield() calls, by agent.cpu_scheduling mode. A workload
+# thread waking on this CPU under SCHED_OTHER waits for the agent's slice to run out (1.4 ms
+# with EEVDF on 2 CPUs), and a 250-record drain at 5,000 req/s is 1-2 ms of processing: with
+# `hey`, p99 2.2-2.5 ms without chunks, 1.1-1.4 in chunks of 64 (32 cost 2 ms more CPU per 1k
+# requests for no better tail). In the background mode the workload preempts the agent at
+# once (telegen/cpu_scheduling.py) and the yields only cost: with bench/loadgen.c, p99 29.0,
+# 29.2 and 29.5 µs in chunks of 64, 256 and none, agent CPU 10.5, 9.2 and 8.8 ms per 1k
+# requests, p999 580, 540 and 673 µs. Each chunk pays the per-batch work once.
+YIELD_EVERY = {"background": 256, "normal": 64}
 
 
 class ProcessingWorker(QueueWorker):
@@ -40,8 +41,10 @@ class ProcessingWorker(QueueWorker):
 
     def __init__(self, records: BoundedQueue[bytes], decoder: RecordDecoder, builder: HttpSpanBuilder,
                  red: RedMetrics, enrich: Callable[[list[SpanRecord]], None],
-                 submit: Callable[[list[SpanRecord]], None], kernel_keep: Callable[[], int] = lambda: 1000) -> None:
+                 submit: Callable[[list[SpanRecord]], None], kernel_keep: Callable[[], int] = lambda: 1000,
+                 yield_every: int = YIELD_EVERY["normal"]) -> None:
         super().__init__(records)
+        self.yield_every = yield_every  # the agent sets it with the CPU scheduling mode
         self.decoder = decoder
         # The kernel's keep rate now (permille): queued records drawn at a higher one are
         # re-drawn at it before decode, so a flood cut also cuts the backlog it left.
@@ -61,8 +64,9 @@ class ProcessingWorker(QueueWorker):
     def _run(self) -> None:
         while not self._stop.is_set():
             batch = self.records.get_batch(BATCH, timeout=0.2)
-            for start in range(0, len(batch), YIELD_EVERY):
-                self.process(batch[start:start + YIELD_EVERY])
+            step = self.yield_every
+            for start in range(0, len(batch), step):
+                self.process(batch[start:start + step])
                 os.sched_yield()
         # drain what is left so SIGTERM loses nothing already captured
         while batch := self.records.get_batch(BATCH):

@@ -12,25 +12,27 @@ from telegen.assemble.red import RedMetrics
 from telegen.assemble.routes import RouteResolver
 from telegen.decode.records import RecordDecoder
 from telegen.pipeline import BoundedQueue
-from telegen.processing import YIELD_EVERY, ProcessingWorker
+from telegen.processing import ProcessingWorker
 from telegen.signals import SpanRecord
 
 
-def test_a_drain_is_processed_in_chunks_with_a_yield_after_each(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["background", "normal"])
+def test_a_drain_is_processed_in_chunks_with_a_yield_after_each(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     records: BoundedQueue[bytes] = BoundedQueue("records", 10_000)
+    chunk = processing.YIELD_EVERY[mode]
     worker = ProcessingWorker(records, RecordDecoder(256), HttpSpanBuilder(RouteResolver([], 100)),
-                              RedMetrics(), lambda spans: None, lambda spans: None)
+                              RedMetrics(), lambda spans: None, lambda spans: None, yield_every=chunk)
     chunks: list[int] = []
     yields: list[int] = []
     monkeypatch.setattr(worker, "process", lambda batch: chunks.append(len(batch)))
     monkeypatch.setattr(processing.os, "sched_yield", lambda: yields.append(len(chunks)))
-    records.put_many([b"r"] * (3 * YIELD_EVERY + 5))
+    records.put_many([b"r"] * (3 * chunk + 5))
     worker.start()
     deadline = time.monotonic() + 5
-    while sum(chunks) < 3 * YIELD_EVERY + 5 and time.monotonic() < deadline:
+    while sum(chunks) < 3 * chunk + 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop(2.0)
-    assert chunks == [YIELD_EVERY] * 3 + [5]  # in order, nothing lost or repeated
+    assert chunks == [chunk] * 3 + [5]  # in order, nothing lost or repeated
     assert yields == [1, 2, 3, 4]  # the CPU offered back after every chunk
 
 
