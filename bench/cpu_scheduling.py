@@ -76,15 +76,13 @@ def run_mode(mode: str, regime: str, nginx: ho.Nginx, sink: ho.OtlpSink, workdir
                 cgroups.move(agent.proc.pid, "agent")  # every thread of it
             time.sleep(args.settle)
             cpu0 = ho.proc_cpu_seconds(agent.proc.pid)
-        ticks = ho.node_cpu_ticks()
         if regime == "fixed":
             load = ho.run_fixed(nginx.port, args)
             row = {k: load[k] for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "scheduled_p99_ms",
                                         "completed", "errors") if k in load}
         else:
-            load = ho.run_wrk(nginx.port, args)
-            phase = ho.host_phase(ticks, ho.node_cpu_ticks(), load["requests"])
-            row = {"rps": load["rps"], "non_2xx": load["non_2xx"], "softirq_us_per_req": phase["softirq_us_per_req"]}
+            load, host = ho.run_wrk_with_phase(nginx.port, args)
+            row = {"rps": load["rps"], "non_2xx": load["non_2xx"], "softirq_us_per_req": host["softirq_us_per_req"]}
         if agent:
             cpu_s = ho.proc_cpu_seconds(agent.proc.pid) - cpu0
             requests = load["completed"] if regime == "fixed" else load["requests"]

@@ -5,7 +5,7 @@
 
 Two regimes (issue 4, Performance):
 
-1. fixed rate: bench/loadgen.c (built into the work directory with ``cc``; keep-alive, request i
+1. fixed rate: bench/loadgen.c (built with ``cc`` into the temp directory; keep-alive, request i
    due at t0 + i/rate on connection i % C, latencies to the nanosecond) pinned to CPU 1.
    ``--fixed-tool hey`` uses Debian's ``hey`` (``-c C -q rate/C``) as earlier runs did: it
    prints latencies to 0.1 ms and its own p99 is about 0.8 ms against nginx's 25 µs, which hid
@@ -455,16 +455,26 @@ def run_wrk(port: int, args: argparse.Namespace) -> dict:
     }
 
 
+def run_wrk_with_phase(port: int, args: argparse.Namespace) -> tuple[dict, dict]:
+    """run_wrk, and the host's speed over it (host_phase)."""
+    ticks = node_cpu_ticks()
+    load = run_wrk(port, args)
+    return load, host_phase(ticks, node_cpu_ticks(), load["requests"])
+
+
+def run_regime(regime: str, port: int, args: argparse.Namespace) -> dict:
+    """{"load": ...} for the fixed rate, {"load": ..., "host": ...} for saturation."""
+    if regime == "fixed":
+        return {"load": run_fixed(port, args)}
+    load, host = run_wrk_with_phase(port, args)
+    return {"load": load, "host": host}
+
+
 def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
             args: argparse.Namespace) -> dict:
-    run = run_fixed if regime == "fixed" else run_wrk
     row: dict = {"regime": regime, "agent": "on" if on else "off"}
     if not on:
-        ticks = node_cpu_ticks()
-        row["load"] = run(nginx.port, args)
-        if regime == "saturation":
-            row["host"] = host_phase(ticks, node_cpu_ticks(), row["load"]["requests"])
-        return row
+        return row | run_regime(regime, nginx.port, args)
     sink = OtlpSink() if args.export == "otlp" else None
     agent = Agent(workdir, index, f"127.0.0.1:{sink.port}" if sink else "")
     try:
@@ -472,12 +482,9 @@ def measure(regime: str, on: bool, nginx: Nginx, workdir: Path, index: int,
         row["start_to_ready_s"] = agent.start_to_ready_s
         time.sleep(args.settle)
         before = agent.snapshot()
-        ticks = node_cpu_ticks()
         t0 = time.monotonic()
-        row["load"] = run(nginx.port, args)
+        row |= run_regime(regime, nginx.port, args)
         window = time.monotonic() - t0
-        if regime == "saturation":
-            row["host"] = host_phase(ticks, node_cpu_ticks(), row["load"]["requests"])
         at_end = agent.snapshot()
         drained = agent.wait_drained()
         row["rss_mib_end"] = rss_mib(agent.proc.pid)

@@ -31,10 +31,8 @@ import http_overhead as ho
 
 def timed_wrk(nginx: ho.Nginx, args: argparse.Namespace) -> dict:
     """wrk's throughput and the host's speed over it (softirq per request, ho.host_phase)."""
-    ticks = ho.node_cpu_ticks()
-    load = ho.run_wrk(nginx.port, args)
-    return {"rps": load["rps"],
-            "softirq_us_per_req": ho.host_phase(ticks, ho.node_cpu_ticks(), load["requests"])["softirq_us_per_req"]}
+    load, host = ho.run_wrk_with_phase(nginx.port, args)
+    return {"rps": load["rps"], "softirq_us_per_req": host["softirq_us_per_req"]}
 
 
 def one_speed(runs: list[float]) -> bool:
