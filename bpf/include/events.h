@@ -129,11 +129,12 @@ struct http_conn_state {
     __u64 sk;                /* the struct sock: its TCP sequence numbers key the trace ids */
     __u32 req_seq;           /* TCP sequence number of the request's first byte (see call_ids) */
     __u8 _pad2[4];
+    __u64 tuple_hash;        /* the connection's 4-tuple, hashed once (see tuple_hash) */
     __u8 req[2 * CAPTURE_BYTES]; /* twice the capture: lets the verifier prove appends */
     __u8 resp[2 * CAPTURE_BYTES];
 };
 
-_Static_assert(sizeof(struct http_conn_state) == 168 + 4 * CAPTURE_BYTES, "http_conn_state size");
+_Static_assert(sizeof(struct http_conn_state) == 176 + 4 * CAPTURE_BYTES, "http_conn_state size");
 
 /* tcp_connection_event.outcome */
 enum tcp_outcome {

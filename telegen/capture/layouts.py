@@ -78,7 +78,7 @@ def http_conn_state_layout(capture_bytes: int) -> Layout:
         ("start_ns", "Q"), ("resp_start_ns", "Q"), ("end_ns", "Q"), ("req_size", "Q"), ("resp_size", "Q"),
         ("pipe_start_ns", "Q"), ("pipe_offset", "Q"), ("local_addr", "16s"), ("peer_addr", "16s"),
         ("trace_id", "16s"), ("span_id", "8s"), ("parent_span_id", "8s"), ("sk", "Q"),
-        ("req_seq", "I"), ("_pad2", "4s"),
+        ("req_seq", "I"), ("_pad2", "4s"), ("tuple_hash", "Q"),
         ("req", f"{2 * capture_bytes}s"), ("resp", f"{2 * capture_bytes}s"),
     ))
 

@@ -37,7 +37,7 @@ def state(cap: int = CAP, **fields: Any) -> bytes:
         "local_addr": socket.inet_aton("127.0.0.1").ljust(16, b"\0"),
         "peer_addr": socket.inet_aton("127.0.0.2").ljust(16, b"\0"),
         "trace_id": b"\x11" * 16, "span_id": b"\x22" * 8, "parent_span_id": b"\x33" * 8,
-        "sk": 0xFFFF888012345678, "req_seq": 7, "_pad2": b"",
+        "sk": 0xFFFF888012345678, "req_seq": 7, "_pad2": b"", "tuple_hash": 0x0123456789ABCDEF,
         "req": REQ, "resp": RESP,
     }
     values.update(fields)
