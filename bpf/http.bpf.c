@@ -223,26 +223,37 @@ static __always_inline int is_self(__u64 pid_tgid)
 #endif
 }
 
-/* Append up to n bytes of user memory at src to a capture. */
-static __always_inline void append(__u8 *dst, __u16 *len, const void *src, __u64 n)
+/* How many of n bytes an append to a capture holding `len` fits (0: none), and at which offset
+ * (masked, so the verifier sees it bounded). */
+static __always_inline __u64 capture_room(__u16 len, __u64 n, __u32 *at)
 {
-    __u32 off = *len;
-    __u64 take; /* 64-bit and re-checked after a barrier: older verifiers (6.1) otherwise see
-                 * the unbounded syscall length in the size register */
-    long err;
+    __u32 off = len;
+    __u64 take;
 
-    if (off >= CAPTURE_BYTES || !src || !n)
-        return;
+    if (off >= CAPTURE_BYTES || !n)
+        return 0;
     take = CAPTURE_BYTES - off;
     if (n < take)
         take = n;
     asm volatile("" : "+r"(off)); /* keeps the mask, which the compiler knows is redundant */
-    off &= (CAPTURE_BYTES - 1);
+    *at = off & (CAPTURE_BYTES - 1);
+    return take;
+}
+
+/* Append up to n bytes of user memory at src to a capture. */
+static __always_inline void append(__u8 *dst, __u16 *len, const void *src, __u64 n)
+{
+    __u32 off = 0;
+    __u64 take = capture_room(*len, n, &off); /* 64-bit and re-checked after a barrier: older
+                                                * verifiers (6.1) otherwise see the unbounded
+                                                * syscall length in the size register */
+
+    if (!take || !src)
+        return;
     asm volatile("" : "+r"(take));
     if (take > CAPTURE_BYTES)
         return;
-    err = bpf_probe_read_user(dst + off, take, src);
-    if (err == 0)
+    if (bpf_probe_read_user(dst + off, take, src) == 0)
         *len = off + take;
 }
 
@@ -253,16 +264,11 @@ static __always_inline void append(__u8 *dst, __u16 *len, const void *src, __u64
  * CAPTURE_BYTES long, so any offset below CAPTURE_BYTES stays inside them. */
 static __always_inline void append_copy(__u8 *dst, __u16 *len, const __u8 *src, __u64 n)
 {
-    __u32 off = *len;
-    __u64 take;
+    __u32 off = 0;
+    __u64 take = capture_room(*len, n, &off);
 
-    if (off >= CAPTURE_BYTES || !n)
+    if (!take)
         return;
-    take = CAPTURE_BYTES - off;
-    if (n < take)
-        take = n;
-    asm volatile("" : "+r"(off)); /* keeps the mask, which the compiler knows is redundant */
-    off &= (CAPTURE_BYTES - 1);
     __u64 *to = (__u64 *)(dst + off); /* unaligned at most: x86-64 and arm64 load and store so */
     const __u64 *from = (const __u64 *)src;
 #pragma unroll
