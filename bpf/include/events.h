@@ -105,7 +105,8 @@ struct http_conn_state {
     __u8 flags;        /* HTTP_FLAG_* carried into the event */
     __u8 family;
     __u8 sampled;      /* this exchange is emitted (see http_shed) */
-    __u8 _pad0[3];
+    __u8 local_client; /* a server whose client is a process on this node (see call_ids) */
+    __u8 _pad0[2];
     __u32 tid;
     __u16 local_port;
     __u16 peer_port;

@@ -72,7 +72,8 @@ ST_IDLE, ST_REQUEST, ST_RESPONSE = 0, 1, 2
 
 def http_conn_state_layout(capture_bytes: int) -> Layout:
     return Layout("http_conn_state", (
-        ("role", "B"), ("state", "B"), ("flags", "B"), ("family", "B"), ("sampled", "B"), ("_pad0", "3s"),
+        ("role", "B"), ("state", "B"), ("flags", "B"), ("family", "B"), ("sampled", "B"), ("local_client", "B"),
+        ("_pad0", "2s"),
         ("tid", "I"), ("local_port", "H"), ("peer_port", "H"), ("req_len", "H"), ("resp_len", "H"),
         ("sample_permille", "H"), ("_pad1", "2s"), ("cgroup_id", "Q"),
         ("start_ns", "Q"), ("resp_start_ns", "Q"), ("end_ns", "Q"), ("req_size", "Q"), ("resp_size", "Q"),

@@ -29,7 +29,7 @@ RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 def state(cap: int = CAP, **fields: Any) -> bytes:
     values: dict[str, Any] = {
-        "role": 1, "state": ST_RESPONSE, "flags": 0, "family": AF_INET, "sampled": 1, "_pad0": b"",
+        "role": 1, "state": ST_RESPONSE, "flags": 0, "family": AF_INET, "sampled": 1, "local_client": 0, "_pad0": b"",
         "tid": 77, "local_port": 8080, "peer_port": 40000, "req_len": len(REQ), "resp_len": len(RESP),
         "sample_permille": 1000, "_pad1": b"", "cgroup_id": 5,
         "start_ns": NOW - 2 * IDLE, "resp_start_ns": NOW - 2 * IDLE + 10, "end_ns": NOW - IDLE - 1,
