@@ -37,7 +37,12 @@ class IdleSweeper:
         state_layout = http_conn_state_layout(capture_bytes)
         self._state = struct.Struct(state_layout.format)
         self._state_names = [name for name, _ in state_layout.fields]
-        self._state_at, self._end_at = self._state_names.index("state"), self._state_names.index("end_ns")
+        index = self._state_names.index
+        self._state_at, self._end_at, self._sampled_at = index("state"), index("end_ns"), index("sampled")
+        self._same_exchange_at = (index("req_seq"), index("req_size"), index("resp_size"))
+        # Shed entries answered but not yet idle for idle_ns: key -> (what marks their exchange,
+        # when this sweeper first saw it so)
+        self._shed_quiet: dict[int, tuple[tuple[int, ...], int]] = {}
         event_layout = http_exchange_layout(capture_bytes)
         self._event = struct.Struct(event_layout.format)
         self._event_names = [name for name, _ in event_layout.fields]
@@ -47,19 +52,35 @@ class IdleSweeper:
         self.no_response = 0
 
     def sweep(self, items: list[tuple[int, bytes]], now_ns: int | None = None) -> tuple[list[bytes], list[int]]:
-        """(records to decode, keys to delete) for every idle entry with a finished response."""
+        """(records to decode, keys to delete) for every idle entry with a finished response.
+
+        A kept exchange is idle idle_ns after its last answer byte (end_ns). The kernel takes no
+        time for a shed one, so it is idle once this sweeper has seen the same exchange (its
+        request's TCP sequence number and sizes) answered for idle_ns."""
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         records: list[bytes] = []
         done: list[int] = []
+        shed_quiet: dict[int, tuple[tuple[int, ...], int]] = {}
         for key, raw in items:
             if len(raw) < self._state.size:
                 continue
             fields = self._state.unpack(raw[: self._state.size])
-            state, end = fields[self._state_at], fields[self._end_at]
-            if state != ST_RESPONSE or not end or now_ns - end < self.idle_ns:
+            if fields[self._state_at] != ST_RESPONSE:
                 continue
+            if fields[self._sampled_at]:
+                end = fields[self._end_at]
+                if not end or now_ns - end < self.idle_ns:
+                    continue
+            else:
+                exchange = tuple(fields[i] for i in self._same_exchange_at)
+                seen = self._shed_quiet.get(key)
+                since = seen[1] if seen and seen[0] == exchange else now_ns
+                if now_ns - since < self.idle_ns:
+                    shed_quiet[key] = (exchange, since)
+                    continue
             done.append(key)
             self._finish(records, key, fields, HTTP_FLAG_IDLE_SWEPT, now_ns)
+        self._shed_quiet = shed_quiet  # entries gone from the map are forgotten
         return records, done
 
     def flush_dead(self, items: list[tuple[int, bytes]], alive: Callable[[int], bool],

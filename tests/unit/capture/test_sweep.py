@@ -81,10 +81,32 @@ def test_exactly_at_threshold_is_swept() -> None:
 
 def test_unsampled_entries_are_deleted_and_counted_not_emitted() -> None:
     sweeper = IdleSweeper(CAP, IDLE)
-    records, done = sweeper.sweep([(1, state(sampled=0)), (2, state())], now_ns=NOW)
-    assert done == [1, 2]
-    assert len(records) == 1
+    shed = state(sampled=0, end_ns=0)  # the kernel takes no time for a shed exchange
+    records, done = sweeper.sweep([(1, shed), (2, state())], now_ns=NOW)
+    assert (len(records), done) == (1, [2])  # the shed one is first seen answered here
+    assert sweeper.sweep([(1, shed)], now_ns=NOW + IDLE - 1) == ([], [])
+    records, done = sweeper.sweep([(1, shed)], now_ns=NOW + IDLE)
+    assert (records, done) == ([], [1])
     assert (sweeper.sampled_out, sweeper.emitted) == (1, 1)
+
+
+@pytest.mark.parametrize("field", ["req_seq", "req_size", "resp_size"])
+def test_a_shed_entry_with_a_new_exchange_waits_again(field: str) -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    assert sweeper.sweep([(1, state(sampled=0, end_ns=0))], now_ns=NOW) == ([], [])
+    moved = state(sampled=0, end_ns=0, **{field: 1000})
+    assert sweeper.sweep([(1, moved)], now_ns=NOW + IDLE) == ([], [])
+    assert sweeper.sweep([(1, moved)], now_ns=NOW + 2 * IDLE) == ([], [1])
+    assert sweeper.sampled_out == 1
+
+
+def test_a_shed_entry_gone_from_the_map_is_forgotten() -> None:
+    sweeper = IdleSweeper(CAP, IDLE)
+    shed = state(sampled=0, end_ns=0)
+    sweeper.sweep([(1, shed)], now_ns=NOW)
+    sweeper.sweep([], now_ns=NOW + 1)  # deleted by the kernel (closed) in between
+    assert sweeper.sweep([(1, shed)], now_ns=NOW + IDLE) == ([], [])  # a new entry under the key waits
+    assert sweeper.sampled_out == 0
 
 
 def test_short_values_are_skipped() -> None:
