@@ -40,7 +40,7 @@ from telegen.governor import CostGovernor
 from telegen.logs import RepeatFilter
 from telegen.netif import NetworkInterfaces
 from telegen.pipeline import BoundedQueue
-from telegen.processing import YIELD_EVERY, ProcessingWorker
+from telegen.processing import ProcessingWorker
 from telegen.selfmetrics import SelfCollector, ring_loss
 from telegen.signals import MetricSource
 from telegen.startup import CaptureSet
@@ -84,7 +84,7 @@ class Agent:
         self.processing = ProcessingWorker(
             self.records, RecordDecoder(ebpf.capture_bytes), self.builder, self.red,
             self.discovery.enricher.enrich_spans, self.export.submit_spans, self._kernel_keep,
-            YIELD_EVERY[cfg.agent.cpu_scheduling])
+            cfg.agent.cpu_scheduling)
         self.governor = CostGovernor(self.records, self.capture.set_shed if self.capture else None,
                                      ShedController(ebpf.cpu_budget, ebpf.cpu_budget_saturated))
         self.processing.span_observers.append(self.topology.observe_groups)
@@ -223,7 +223,7 @@ class Agent:
         self.builder.routes = self._routes(cfg)
         self.builder.capture_query = cfg.agent.http.capture_query
         cpu_scheduling.apply_logged(cfg.agent.cpu_scheduling)
-        self.processing.yield_every = YIELD_EVERY[cfg.agent.cpu_scheduling]
+        self.processing.cpu_scheduling = cfg.agent.cpu_scheduling
         return restart
 
     def flush(self, timeout: float) -> FlushResult:

@@ -42,9 +42,9 @@ class ProcessingWorker(QueueWorker):
     def __init__(self, records: BoundedQueue[bytes], decoder: RecordDecoder, builder: HttpSpanBuilder,
                  red: RedMetrics, enrich: Callable[[list[SpanRecord]], None],
                  submit: Callable[[list[SpanRecord]], None], kernel_keep: Callable[[], int] = lambda: 1000,
-                 yield_every: int = YIELD_EVERY["normal"]) -> None:
+                 cpu_scheduling: str = "normal") -> None:
         super().__init__(records)
-        self.yield_every = yield_every  # the agent sets it with the CPU scheduling mode
+        self.cpu_scheduling = cpu_scheduling  # agent.cpu_scheduling: the chunk size (YIELD_EVERY); reload sets it
         self.decoder = decoder
         # The kernel's keep rate now (permille): queued records drawn at a higher one are
         # re-drawn at it before decode, so a flood cut also cuts the backlog it left.
@@ -64,7 +64,7 @@ class ProcessingWorker(QueueWorker):
     def _run(self) -> None:
         while not self._stop.is_set():
             batch = self.records.get_batch(BATCH, timeout=0.2)
-            step = self.yield_every
+            step = YIELD_EVERY[self.cpu_scheduling]
             for start in range(0, len(batch), step):
                 self.process(batch[start:start + step])
                 os.sched_yield()

@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from telegen.export.items import ExportItem, Signal
 from telegen.export.sender import SendResult
 from telegen.pipeline import BoundedQueue, OverflowPolicy
-from telegen.threads import set_native_name
+from telegen.threads import NamedThread
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +127,12 @@ class ExportQueue(Generic[ItemT]):
             }
 
 
-class SignalWorker(threading.Thread):
+class SignalWorker(NamedThread):
     """Sends one signal's queue in batches of `batch_size`, or whatever waited `interval` seconds."""
 
     def __init__(self, queue: ExportQueue[Any], client: Callable[[], ExportClient], interval: float,
                  stop: threading.Event) -> None:
-        super().__init__(name=f"telegen-export-{queue.signal}", daemon=True)
+        super().__init__(target=self._loop, name=f"telegen-export-{queue.signal}", daemon=True)
         self.export_queue = queue
         self.client = client  # a getter, so a hot reload can swap the client between batches
         self.interval = interval
@@ -170,8 +170,7 @@ class SignalWorker(threading.Thread):
         waiting = max(0, mark - q.settled_count())
         return done, min(q.exported - exported_before, mark), waiting
 
-    def run(self) -> None:
-        set_native_name(self.name)
+    def _loop(self) -> None:
         q = self.export_queue
         while not self.stop_event.is_set():
             if not q.queue.wait_nonempty(0.5):

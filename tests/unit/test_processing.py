@@ -21,7 +21,7 @@ def test_a_drain_is_processed_in_chunks_with_a_yield_after_each(monkeypatch: pyt
     records: BoundedQueue[bytes] = BoundedQueue("records", 10_000)
     chunk = processing.YIELD_EVERY[mode]
     worker = ProcessingWorker(records, RecordDecoder(256), HttpSpanBuilder(RouteResolver([], 100)),
-                              RedMetrics(), lambda spans: None, lambda spans: None, yield_every=chunk)
+                              RedMetrics(), lambda spans: None, lambda spans: None, cpu_scheduling=mode)
     chunks: list[int] = []
     yields: list[int] = []
     monkeypatch.setattr(worker, "process", lambda batch: chunks.append(len(batch)))
