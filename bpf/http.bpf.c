@@ -20,9 +20,10 @@
  * and the OFF_* struct offsets read from BTF (see include/sock_walk.h).
  *
  * Costs that shaped the data path (6.18 under KVM, bpf_stats): a bpf_probe_read_user ~190 ns,
- * a kernel copy of 256 bytes ~60 ns, bpf_ktime_get_ns and a task-storage lookup ~55 ns each.
- * So each syscall's data is read from user memory once, into a per-CPU copy that the checks
- * and captures then use.
+ * a bpf_probe_read_kernel of 256 bytes ~60 ns, bpf_ktime_get_ns and a task-storage lookup ~55 ns
+ * each. So each syscall's data is read from user memory once, into a per-CPU copy that the
+ * checks and captures then use; copies out of map memory are plain loads and stores; what a
+ * connection keeps (its tuple's hash, cgroup, local client) is taken once per pairing entry.
  */
 #include <uapi/linux/ptrace.h>
 
@@ -360,7 +361,8 @@ static __always_inline void draw_ids(__u8 *trace_id, __u8 *span_id)
  *  - the client's span: trace id H1, span id H3;
  *  - a server whose peer is a client on this node (its 4-tuple in http_client_socks, which
  *    connect() fills before the first byte is sent; looked up when the server's pairing entry
- *    is made: st->local_client) is that span's child: trace id H1, parent
+ *    is made, st->local_client, and again per request for a connection older than the agent
+ *    until found) is that span's child: trace id H1, parent
  *    H3, span id H5. Other servers are roots with trace id H1 and span id H5;
  *  - the shedding draw is the hash too, so a server keeps exactly the calls its local client
  *    keeps (a kept server span has its parent) and each end is kept with the same chance (RED
@@ -388,6 +390,13 @@ static __always_inline void call_ids(struct http_conn_state *st, __u64 len, __u3
     }
     __u64 server_span = mix64(h ^ 5) | 1;
     __builtin_memcpy(st->span_id, &server_span, 8);
+    if (!st->local_client && (st->flags & HTTP_FLAG_ROLE_INFERRED)) {
+        /* a connection older than the agent: its client registers at its first request seen,
+         * which may come after this server's entry was made */
+        struct conn_tuple t;
+        call_tuple(&t, st->peer_addr, st->peer_port, st->local_addr, st->local_port);
+        st->local_client = http_client_socks.lookup(&t) != 0;
+    }
     if (st->local_client)
         __builtin_memcpy(st->parent_span_id, &client_span, 8);
 }

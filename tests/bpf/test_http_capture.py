@@ -17,6 +17,7 @@ from typing import cast
 import pytest
 
 from telegen.assemble.http_parse import parse_request, parse_response
+from telegen.capture.layouts import HTTP_FLAG_ROLE_INFERRED
 from telegen.capture.probes import HTTP_PROBES, AttachType
 from telegen.decode.records import HttpExchange
 from tests.bpf.http_fixtures import Capture, keepalive_gets, ok_handler, read_request, roles, serve
@@ -127,6 +128,47 @@ def test_a_dual_stack_server_links_to_its_ipv4_client(capture: Capture) -> None:
     calls = _calls(capture.wait(marker, 6))
     assert len(calls) == 3
     _assert_linked(calls)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_connection_older_than_the_capture_links_once_its_client_is_seen(method: str) -> None:
+    """Both ends of a keep-alive connection opened before the capture started get inferred
+    roles, and its client registers its 4-tuple only at the first write the capture sees. Here
+    the server reads a request written before the start, so its pairing entry is made before
+    the client has registered. The next call may still race (on loopback the server can read
+    it before the client's write, and its registration, returns); the ones after it link."""
+    from tests.conftest import require
+
+    require(have_root(), "root, to load BPF programs")
+    require(have_bcc(), "BCC's python module (Debian python3-bpfcc via the --system-site-packages venv)")
+    marker = uuid.uuid4().hex
+    started = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        for i in range(5):
+            if i == 1:
+                started.wait(60)  # request 1 waits unread until the capture runs
+            if not read_request(conn):
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    host, port = serve(handle)
+    with socket.create_connection((host, port)) as c:
+        for i in range(5):
+            c.sendall(f"GET /old/{marker}/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            if i == 1:
+                cap = Capture(None if method == "auto" else cast("AttachType", method))
+                started.set()
+            assert c.recv(4096).endswith(b"hello")
+    try:
+        calls = _calls(cap.wait(marker, 7))
+    finally:
+        cap.stage.stop(2.0)
+    assert set(calls[f"GET /old/{marker}/1 HTTP/1.1".encode()]) == {1}  # its client's write came before
+    later = {line: ends for line, ends in calls.items() if line.endswith((b"/3 HTTP/1.1", b"/4 HTTP/1.1"))}
+    assert len(later) == 2, calls.keys()
+    _assert_linked(later)
+    assert all(ends[1].flags & HTTP_FLAG_ROLE_INFERRED for ends in later.values())
 
 
 def test_server_that_reads_before_the_clients_write_returns_still_links(capture: Capture) -> None:
