@@ -359,11 +359,11 @@ static __always_inline void draw_ids(__u8 *trace_id, __u8 *span_id)
  * write_seq before its write, the server's copied_seq before its read), hashed with a salt
  * drawn at each start. Whichever end starts first, they agree:
  *  - the client's span: trace id H1, span id H3;
- *  - a server whose peer is a client on this node (its 4-tuple in http_client_socks, which
- *    connect() fills before the first byte is sent; looked up when the server's pairing entry
- *    is made, st->local_client, and again per request for a connection older than the agent
- *    until found) is that span's child: trace id H1, parent
- *    H3, span id H5. Other servers are roots with trace id H1 and span id H5;
+ *  - a server whose peer is a client on this node is that span's child: trace id H1, parent
+ *    H3, span id H5. Other servers are roots with trace id H1 and span id H5. "On this node":
+ *    its 4-tuple is in http_client_socks, which connect() fills before the first byte is sent;
+ *    looked up when the server's pairing entry is made (st->local_client), and for a
+ *    connection older than the agent again per request until found;
  *  - the shedding draw is the hash too, so a server keeps exactly the calls its local client
  *    keeps (a kept server span has its parent) and each end is kept with the same chance (RED
  *    weights stay exact). Only when the rate changes between the two ends' starts can they differ.
