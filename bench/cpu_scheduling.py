@@ -1,6 +1,7 @@
 """The agent's CPU scheduling policy (`agent.cpu_scheduling`) against no agent: fixed-rate p99
 and saturation throughput, the three modes in rotated order in each round (nginx and the loads
-as in bench/http_overhead.py: nginx on CPU 0, `hey` or `wrk` and the OTLP sink on CPU 1).
+as in bench/http_overhead.py: nginx on CPU 0, the load (bench/loadgen.c, `hey` or `wrk`) and the
+OTLP sink on CPU 1).
 
     .venv/bin/python bench/cpu_scheduling.py --rounds 10
 
