@@ -279,7 +279,8 @@ class OtlpSink:
 
 
 class Agent:
-    def __init__(self, workdir: Path, index: int, otlp_endpoint: str = "", extra_yaml: str = "") -> None:
+    def __init__(self, workdir: Path, index: int, otlp_endpoint: str = "", extra_yaml: str = "",
+                 otlp_compression: str = "none") -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = workdir / f"agent-{index}.yaml"
@@ -288,6 +289,7 @@ self_telemetry:
   listen: "127.0.0.1:{self.port}"
 otlp:
   endpoint: "{otlp_endpoint}"
+  compression: {otlp_compression}
 export:
   console:
     enabled: false

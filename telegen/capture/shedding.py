@@ -35,7 +35,9 @@ RECOVER_TARGET = 0.95
 # it, or this period is over it by this factor (load arriving: shed at once).
 SPIKE_FACTOR = 1.25
 # What a record costs the whole agent (capture, processing, export) until it has measured its
-# own: live runs put it at 15-30 us. Measured again each period with enough records to tell.
+# own, each period with enough records to tell. Live runs now learn 3-5 us (15-30 us when this
+# was set); the default stays high because a load's onset comes before the first period, and
+# an over-estimate cuts a flood harder, never softer.
 DEFAULT_RECORD_COST_S = 20e-6
 MIN_RECORDS_TO_LEARN = 500
 # A flood is arrivals that would cost this many times the budget: a steady load near the budget
