@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -94,14 +92,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (BPF)", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="telegen-tail-"))
-    workdir.chmod(0o755)  # nginx's worker runs as www-data and must read the docroot
-    nginx, sink = ho.Nginx(workdir), None
     rounds: list[dict] = []
     started = time.time()
-    try:
-        nginx.start()
-        sink = ho.OtlpSink()
+    with ho.nginx_and_sink("telegen-tail-") as (workdir, nginx, sink):
         for rnd in range(args.rounds):
             order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
             row: dict = {"round": rnd + 1, "order": order}
@@ -110,23 +103,7 @@ def main() -> int:
                 time.sleep(0.5)
             rounds.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    finally:
-        if sink:
-            sink.stop()
-        nginx.stop()
-    summary = summarize(rounds)
-    result = {
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "command": " ".join([".venv/bin/python", "bench/fixed_rate_tail.py", *sys.argv[1:]]),
-        "wall_s": round(time.time() - started, 1),
-        "summary": summary,
-        "rounds": rounds,
-    }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    ho.write_result("fixed_rate_tail.py", args.output, started, summarize(rounds), rounds)
     return 0
 
 

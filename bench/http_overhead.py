@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,6 +278,38 @@ class OtlpSink:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=10)
         return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+
+@contextlib.contextmanager
+def nginx_and_sink(prefix: str) -> Iterator[tuple[Path, Nginx, OtlpSink]]:
+    """A work directory, nginx and the OTLP sink, for the benchmarks that rotate agent modes."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.chmod(0o755)  # nginx's worker runs as www-data and must read the docroot
+    nginx, sink = Nginx(workdir), None
+    try:
+        nginx.start()
+        sink = OtlpSink()
+        yield workdir, nginx, sink
+    finally:
+        if sink:
+            sink.stop()
+        nginx.stop()
+
+
+def write_result(script: str, output: str, started: float, summary: dict, rounds: list[dict]) -> None:
+    """The JSON file of a rotated-modes benchmark (machine, date, command, summary, raw rounds)."""
+    result = {
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": " ".join([".venv/bin/python", f"bench/{script}", *sys.argv[1:]]),
+        "wall_s": round(time.time() - started, 1),
+        "summary": summary,
+        "rounds": rounds,
+    }
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
 
 
 class Agent:

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -91,14 +89,9 @@ def main() -> int:
         print("needs root (BPF)", file=sys.stderr)
         return 2
     budgets = args.budgets.split(",")
-    workdir = Path(tempfile.mkdtemp(prefix="telegen-budget-"))
-    workdir.chmod(0o755)  # nginx's worker runs as www-data and must read the docroot
-    nginx, sink = ho.Nginx(workdir), None
     rounds: list[dict] = []
     started = time.time()
-    try:
-        nginx.start()
-        sink = ho.OtlpSink()
+    with ho.nginx_and_sink("telegen-budget-") as (workdir, nginx, sink):
         for rnd in range(args.rounds):
             order = budgets[rnd % len(budgets):] + budgets[:rnd % len(budgets)]
             first = timed_wrk(nginx, args)
@@ -117,22 +110,7 @@ def main() -> int:
                    "ratio": {b: agents[b]["rps"] / statistics.mean(off) for b in budgets}, "agents": agents}
             rounds.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    finally:
-        if sink:
-            sink.stop()
-        nginx.stop()
-    result = {
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "command": " ".join([".venv/bin/python", "bench/saturated_budget.py", *sys.argv[1:]]),
-        "wall_s": round(time.time() - started, 1),
-        "summary": summarize(rounds, budgets),
-        "rounds": rounds,
-    }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["summary"], indent=1))
+    ho.write_result("saturated_budget.py", args.output, started, summarize(rounds, budgets), rounds)
     return 0
 
 
