@@ -11,8 +11,7 @@ and then drops them, counted as `disabled`; the difference to `export` is what e
 Per mode: the median p50, p90 and p99, the p99 ratio of medians against no agent, the per-round
 p99 ratios, the agent's CPU per 1,000 requests, and the shed share, the governor's flood cuts
 and `events_lost`, which must stay 0: a mode that shed or lost records would look cheaper than
-it is. Needs root (BPF).
-Not part of the test suite.
+it is. Needs root (BPF). Not part of the test suite.
 """
 
 from __future__ import annotations
