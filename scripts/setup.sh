@@ -55,21 +55,7 @@ if [ -d /sys/kernel/debug ] && ! mountpoint -q /sys/kernel/debug; then
   mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null && log "mounted debugfs" || true
 fi
 
-docker_up() {
-  # a loaded machine can make one `docker info` slow or fail: ask a few times
-  for _ in 1 2 3; do timeout 20 docker info >/dev/null 2>&1 && return 0; sleep 1; done
-  return 1
-}
-if ! pgrep -x dockerd >/dev/null && ! docker_up; then
-  log "starting dockerd"
-  mkdir -p /var/log
-  (setsid dockerd >/var/log/telegen-dockerd.log 2>&1 &)
-  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/telegen-dockerd.log"; exit 1; }
-  log "dockerd is running"
-elif ! docker_up; then
-  log "dockerd runs but does not answer; see /var/log/telegen-dockerd.log"; exit 1
-fi
+bash scripts/ensure-dockerd.sh
 
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; then
   rm -rf .venv

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import uuid
@@ -15,6 +13,7 @@ from telegen.config import validate
 from telegen.discovery.stage import DiscoveryOptions, DiscoveryStage
 from telegen.signals import SPAN_KIND_SERVER, SpanRecord
 from tests.docker_images import busybox_image
+from tests.dockerd_control import ensure_dockerd, stop_dockerd
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -35,20 +34,12 @@ def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "con
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def docker_info_ok() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-
-
 def restart_dockerd(while_down: Callable[[], None] = lambda: None) -> None:
-    """Kill dockerd (SIGTERM, the pid it wrote) and start it again the way set-up does."""
-    with open("/var/run/docker.pid") as fh:
-        pid = int(fh.read().strip())
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 30, "dockerd to exit")
+    """Stop dockerd, run while_down, and start it again with set-up's dockerd step."""
+    stop_dockerd()
     while_down()
-    with open("/var/log/dockerd.log", "ab") as log:
-        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
-    wait_for(docker_info_ok, 60, "docker info after restart")
+    result = ensure_dockerd()
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture
