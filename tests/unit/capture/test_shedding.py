@@ -136,8 +136,34 @@ def test_a_flood_on_a_node_saturated_now_is_cut_to_the_floor() -> None:
     c = ShedController(0.25, 0.03)
     assert c.anticipate(50_000, 0.25, now=0.0, node_idle=0.6) == 1000 - int(1000 * 0.95 * 0.25 / 4.0)
     c = ShedController(0.25, 0.03)
-    assert c.anticipate(50_000, 0.25, now=0.0, node_idle=0.1) == 1000 - int(1000 * 0.95 * 0.03 / 4.0)
+    c.anticipate(0, 0.1, now=0.0, node_idle=0.1)  # the onset's first busy window
+    assert c.anticipate(50_000, 0.25, now=0.1, node_idle=0.1) == 1000 - int(1000 * 0.95 * 0.03 / 4.0)
     assert c.status()["saturated"] is False  # the period, not one window, says what the node is
+
+
+def test_one_busy_window_does_not_make_a_steady_load_a_flood() -> None:
+    """5,000 records a second at 4.7 us is 0.024 cores: over twice a 0.01 floor, far under the
+    budget. One 0.1 s window that reads the node busy is no reason to cut it; a second in a row
+    is, and so is a period that reads the node saturated."""
+    c = ShedController(0.25, 0.01)
+    c.record_cost_s = 4.7e-6
+    assert c.anticipate(500, 0.1, now=0.0, node_idle=0.1) == 0
+    assert c.anticipate(500, 0.1, now=0.1, node_idle=0.45) == 0  # the node had idle time again
+    assert c.anticipate(500, 0.1, now=0.2, node_idle=0.1) == 0
+    assert c.status()["flood_cuts"] == 0
+    assert c.anticipate(500, 0.1, now=0.3, node_idle=0.1) > 0
+    assert c.status()["flood_cuts"] == 1
+    c = ShedController(0.25, 0.01)
+    c.record_cost_s = 4.7e-6
+    c.update(0.005, 1.0, node_idle=0.1, records=1_000)
+    assert c.anticipate(500, 0.1, now=2.0, node_idle=0.45) > 0  # the period said so
+
+
+def test_windows_without_arrivals_still_count_toward_a_busy_node() -> None:
+    c = ShedController(0.25, 0.01)
+    c.record_cost_s = 4.7e-6
+    assert c.anticipate(0, 0.1, now=0.0, node_idle=0.1) == 0
+    assert c.anticipate(500, 0.1, now=0.1, node_idle=0.1) > 0
 
 
 def test_steady_load_near_the_budget_is_left_to_the_feedback() -> None:
