@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -141,48 +139,32 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (BPF)", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="telegen-sched-"))
-    workdir.chmod(0o755)  # nginx's worker runs as www-data and must read the docroot
-    nginx, sink, cgroups = ho.Nginx(workdir), None, None
-    results: dict = {}
+    cgroups = None
+    summaries: dict = {}
+    rounds_by_regime: dict = {}
     started = time.time()
     try:
         if args.separate_cgroups:
             cgroups = CpuCgroups()
-            cgroups.move(os.getpid(), "work")  # the loads and nginx start from here
-        nginx.start()
-        sink = ho.OtlpSink()
-        for regime in args.regimes.split(","):
-            rounds = []
-            for rnd in range(args.rounds):
-                order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
-                row: dict = {"round": rnd + 1, "order": order}
-                for i, mode in enumerate(order):
-                    row[mode] = run_mode(mode, regime, nginx, sink, workdir, rnd * 10 + i, args, cgroups)
-                    time.sleep(0.5)
-                rounds.append(row)
-                print(regime, json.dumps(row), file=sys.stderr, flush=True)
-            results[regime] = {"summary": summarize(rounds, regime), "rounds": rounds}
+            cgroups.move(os.getpid(), "work")  # the loads, nginx and the sink start from here
+        with ho.nginx_and_sink("telegen-sched-") as (workdir, nginx, sink):
+            for regime in args.regimes.split(","):
+                rounds = []
+                for rnd in range(args.rounds):
+                    order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
+                    row: dict = {"round": rnd + 1, "order": order}
+                    for i, mode in enumerate(order):
+                        row[mode] = run_mode(mode, regime, nginx, sink, workdir, rnd * 10 + i, args, cgroups)
+                        time.sleep(0.5)
+                    rounds.append(row)
+                    print(regime, json.dumps(row), file=sys.stderr, flush=True)
+                summaries[regime], rounds_by_regime[regime] = summarize(rounds, regime), rounds
     finally:
-        if sink:
-            sink.stop()
-        nginx.stop()
         if cgroups:
             cgroups.remove()
-    result = {
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "command": " ".join([".venv/bin/python", "bench/cpu_scheduling.py", *sys.argv[1:]]),
-        "cgroups": str(cgroups.root) if cgroups else None,
-        "wall_s": round(time.time() - started, 1),
-        **results,
-    }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: v["summary"] for k, v in results.items()}, indent=1))
+    ho.write_result("cpu_scheduling.py", args.output, started, summaries, rounds_by_regime,
+                    cgroups=str(cgroups.root) if cgroups else None)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

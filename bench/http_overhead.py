@@ -296,12 +296,15 @@ def nginx_and_sink(prefix: str) -> Iterator[tuple[Path, Nginx, OtlpSink]]:
         nginx.stop()
 
 
-def write_result(script: str, output: str, started: float, summary: dict, rounds: list[dict]) -> None:
-    """The JSON file of a rotated-modes benchmark (machine, date, command, summary, raw rounds)."""
+def write_result(script: str, output: str, started: float, summary: dict, rounds: list[dict] | dict,
+                 **context: object) -> None:
+    """The JSON file of a rotated-modes benchmark (machine, date, command, any `context` of the
+    run, summary, raw rounds)."""
     result = {
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "command": " ".join([".venv/bin/python", f"bench/{script}", *sys.argv[1:]]),
+        **context,
         "wall_s": round(time.time() - started, 1),
         "summary": summary,
         "rounds": rounds,
