@@ -166,5 +166,6 @@ def main() -> int:
                     cgroups=str(cgroups.root) if cgroups else None)
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Stop, freeze and (re)start the node's dockerd the way set-up does, for tests that need it gone."""
+"""Stop the node's dockerd and start it again the way set-up does, for tests that need it gone."""
 
 from __future__ import annotations
 
@@ -8,16 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 ENSURE_DOCKERD = REPO / "scripts" / "ensure-dockerd.sh"
 PIDFILE = Path("/var/run/docker.pid")
-
-
-def docker_answers(timeout: float = 20) -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=timeout).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
 
 
 def dockerd_pid() -> int:

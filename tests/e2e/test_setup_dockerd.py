@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dockerd_control import PIDFILE, alive, docker_answers, dockerd_pid, ensure_dockerd, stop_dockerd
+from tests.conftest import have_docker
+from tests.dockerd_control import PIDFILE, alive, dockerd_pid, ensure_dockerd, stop_dockerd
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -22,7 +23,7 @@ def engine(need_docker: None) -> Iterator[None]:
     """Whatever a test does to dockerd, the next test finds one that answers."""
     yield
     result = ensure_dockerd(wait_s=2)
-    assert result.returncode == 0 and docker_answers(), result.stderr
+    assert result.returncode == 0 and have_docker(), result.stderr
 
 
 def test_answering_dockerd_is_kept(engine: None) -> None:
@@ -40,7 +41,7 @@ def test_starting_dockerd_is_waited_for_not_replaced(engine: None) -> None:
     result = ensure_dockerd()
     assert result.returncode == 0, result.stderr
     assert "starting dockerd" not in result.stderr and "stopping dockerd" not in result.stderr
-    assert dockerd_pid() == started.pid and docker_answers()
+    assert dockerd_pid() == started.pid and have_docker()
 
 
 def test_hung_dockerd_is_replaced(engine: None) -> None:
@@ -55,7 +56,7 @@ def test_hung_dockerd_is_replaced(engine: None) -> None:
     assert f"dockerd {hung} runs but does not answer" in result.stderr
     assert f"stopping dockerd {hung}" in result.stderr
     assert not alive(hung)
-    assert dockerd_pid() != hung and docker_answers()
+    assert dockerd_pid() != hung and have_docker()
 
 
 def test_exited_dockerd_not_yet_reaped_is_not_taken_for_running(engine: None, tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_exited_dockerd_not_yet_reaped_is_not_taken_for_running(engine: None, tm
         zombie.wait()
     assert result.returncode == 0, result.stderr
     assert "runs but does not answer" not in result.stderr
-    assert "starting dockerd" in result.stderr and docker_answers()
+    assert "starting dockerd" in result.stderr and have_docker()
 
 
 def test_pidfile_naming_another_process_is_cleared(engine: None) -> None:
@@ -85,7 +86,7 @@ def test_pidfile_naming_another_process_is_cleared(engine: None) -> None:
         result = ensure_dockerd()
         assert result.returncode == 0, result.stderr
         assert f"removed stale {PIDFILE} (pid {other.pid} is not a dockerd)" in result.stderr
-        assert docker_answers() and dockerd_pid() != other.pid
+        assert have_docker() and dockerd_pid() != other.pid
         assert other.poll() is None  # the process the stale file named is left alone
     finally:
         other.kill()
