@@ -74,13 +74,22 @@ RUN set -eux; \
     cd /; rm -rf /src /tmp/build-ca.pem; \
     /opt/telegen/venv/bin/python -c 'import bcc, telegen'
 
+# The commit and build time `make image` passes (telegen/buildinfo.py; empty reads "unknown"),
+# in a layer of their own: a new build time must not rebuild the install above.
+ARG TELEGEN_COMMIT=""
+ARG TELEGEN_BUILT=""
+RUN cd / && /opt/telegen/venv/bin/python -m telegen.buildinfo stamp \
+      --commit "$TELEGEN_COMMIT" --built "$TELEGEN_BUILT"
+
 COPY deploy/container-entrypoint.sh /usr/local/bin/telegen
 COPY deploy/healthcheck.py /opt/telegen/healthcheck.py
 RUN chmod 0755 /usr/local/bin/telegen
 
 LABEL org.opencontainers.image.title="telegen" \
       org.opencontainers.image.description="eBPF node telemetry agent" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${TELEGEN_COMMIT}" \
+      org.opencontainers.image.created="${TELEGEN_BUILT}"
 
 USER root
 EXPOSE 19090

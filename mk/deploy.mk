@@ -15,6 +15,11 @@ UNITDIR ?= /etc/systemd/system
 INSTALL_PYTHON ?= /usr/bin/python3
 # Extra pip arguments for `make install` (e.g. --no-index --find-links=wheels/ offline).
 PIP_ARGS ?=
+# What `make image` and `make install` stamp the package with (telegen/buildinfo.py, shown by
+# /status, telegen_build_info and `telegen version`): the checkout's HEAD (`-dirty` when tracked
+# files changed; empty outside a git checkout, which reads "unknown") and the build's UTC time.
+BUILD_COMMIT ?= $(shell $(INSTALL_PYTHON) -m telegen.buildinfo commit 2>/dev/null)
+BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
 .PHONY: image base-image install uninstall chart-lint
 
@@ -42,6 +47,7 @@ image: base-image
 	docker build --force-rm --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	  --build-arg DEBIAN_MIRROR=$(DEBIAN_MIRROR) \
 	  --build-arg EXTRA_CA_CERTS="$$(cat /dev/null $(EXTRA_CA_FILES))" \
+	  --build-arg TELEGEN_COMMIT="$(BUILD_COMMIT)" --build-arg TELEGEN_BUILT="$(BUILD_TIME)" \
 	  -t $(IMAGE) .
 
 # Host install: /opt/telegen/{venv,...}, /etc/telegen/config.yaml (kept if present),
@@ -57,6 +63,7 @@ install:
 	  $(INSTALL_PYTHON) -m venv --system-site-packages "$$venv"; \
 	fi; \
 	"$$venv/bin/python" -m pip install -q --disable-pip-version-check $(PIP_ARGS) .; \
+	(cd / && "$$venv/bin/python" -m telegen.buildinfo stamp --commit "$(BUILD_COMMIT)" --built "$(BUILD_TIME)"); \
 	if [ ! -e "$$venv/share/telegen/bpf/include/events.h" ]; then \
 	  mkdir -p "$$venv/share/telegen"; rm -rf "$$venv/share/telegen/bpf"; cp -a bpf "$$venv/share/telegen/bpf"; \
 	fi; \

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from telegen.buildinfo import checkout_commit
 from tests.conftest import REPO, have_docker, have_root, require
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.root, pytest.mark.bpf,
@@ -180,6 +181,17 @@ def test_image_runs_and_is_healthy(agent: str, built_image: float) -> None:
     hc = docker("exec", agent, "/opt/telegen/venv/bin/python", "/opt/telegen/healthcheck.py", check=False)
     assert hc.returncode == 0, hc.stdout + hc.stderr
     assert f"127.0.0.1:{PORT}/healthz" in hc.stdout
+
+
+def test_image_names_its_commit_and_build_time(agent: str) -> None:
+    status, body = http_get("/status")
+    assert status == 200
+    info = json.loads(body)
+    assert info["commit"] == (checkout_commit(REPO) or "unknown")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["built"]), info
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout)
+    assert labels["org.opencontainers.image.revision"] == info["commit"].replace("unknown", "")
+    assert labels["org.opencontainers.image.created"] == info["built"]
 
 
 def test_kernel_headers_come_from_the_host(agent: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from telegen import config as tconfig
+from telegen.buildinfo import checkout_commit
 from tests.conftest import REPO, have_bcc, require
 
 pytestmark = pytest.mark.slow
@@ -67,6 +70,17 @@ def test_staged_venv_imports_the_agent_and_debian_bcc(staged: tuple[Path, str]) 
     proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith(str(root / "opt/telegen/venv/lib"))  # installed, not the checkout
+
+
+def test_install_stamps_the_commit_and_build_time(staged: tuple[Path, str]) -> None:
+    root, _ = staged
+    python = root / "opt/telegen/venv/bin/python"
+    code = "import json; from telegen.buildinfo import build_info; print(json.dumps(build_info()))"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["commit"] == (checkout_commit(REPO) or "unknown")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["built"]), info
 
 
 def test_existing_config_and_token_are_kept(staged: tuple[Path, str]) -> None:
