@@ -60,7 +60,8 @@ def test_no_checkout_no_commit(tmp_path: Path) -> None:
 def test_this_checkout_reports_its_head() -> None:
     """The suite runs from a git checkout with no stamp (make test): /status, telegen_build_info
     and `telegen version` name its HEAD, and no build time."""
-    assert not (REPO / "telegen" / "_build.json").exists()
+    stamp = REPO / "telegen" / "_build.json"
+    assert not stamp.exists(), f"{stamp}: a stamp in the checkout (stamp installed packages, not the source)"
     info = build_info()
     head = git(REPO, "rev-parse", "--short=12", "HEAD") if (REPO / ".git").exists() else "unknown"
     assert info["commit"].removesuffix("-dirty") == head
