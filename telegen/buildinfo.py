@@ -44,8 +44,9 @@ def checkout_commit(root: Path = PACKAGE_DIR.parent) -> str | None:
                               capture_output=True, text=True, timeout=5)
         if head.returncode != 0:
             return None
-        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, timeout=5)
+        # no index refresh: never take the lock from a git command the developer is running
+        changed = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
+                                  "--untracked-files=no"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     dirty = changed.returncode == 0 and changed.stdout.strip() != ""
